@@ -1,0 +1,108 @@
+package actors
+
+import (
+	"github.com/asynkron/protoactor-go/actor"
+
+	apb "github.com/snakepit-go/snakepit/actors/pb"
+	"github.com/snakepit-go/snakepit/pyworker"
+)
+
+// Requests the runtime sends to a pool actor (local only).
+type (
+	// AwaitReady is answered with *ReadyReply once every worker is ready, or
+	// the pool failed.
+	AwaitReady struct{}
+	// ReadyReply answers AwaitReady.
+	ReadyReply struct{ Err error }
+	// Drain stops the pool taking new calls; it is answered with *Drained once
+	// no call is queued or running.
+	Drain struct{}
+	// Drained answers Drain.
+	Drained struct{}
+	// StatusRequest is answered with *PoolStatus.
+	StatusRequest struct{}
+)
+
+// PoolStatus is a snapshot of one pool.
+type PoolStatus struct {
+	Name     string
+	Size     int
+	Ready    int
+	Queued   int
+	InFlight int
+	Failed   bool
+	Reason   string // why the pool failed
+	Workers  []WorkerStatus
+}
+
+// WorkerStatus is a snapshot of one worker as the pool sees it.
+type WorkerStatus struct {
+	ID       string
+	Pid      int
+	Ready    bool
+	Capacity int
+	Load     int
+	Restarts int
+}
+
+// Messages between a pool and its workers.
+type (
+	workerReady struct {
+		worker   *actor.PID
+		gen      uint64
+		capacity int
+		pid      int
+	}
+	workerDown struct {
+		worker *actor.PID
+		gen    uint64
+	}
+	slotFreed struct {
+		worker *actor.PID
+		gen    uint64
+		id     string
+	}
+	// dispatch carries a call to the worker incarnation gen.
+	dispatch struct {
+		req    *apb.CallRequest
+		caller *actor.PID
+		gen    uint64
+	}
+	// requeue hands a call back to the pool: it reached a worker incarnation
+	// that can no longer run it, and never reached Python.
+	requeue struct{ d *dispatch }
+	// poolFailed is sent by the pool to itself when it must give up.
+	poolFailed struct{ err error }
+	// restartDue: a worker's restart backoff has passed.
+	restartDue struct{ child *actor.PID }
+)
+
+// Messages a worker actor sends itself from its goroutines.
+type (
+	launched struct {
+		gen uint64
+		h   *pyworker.Handle
+	}
+	launchFailed struct {
+		gen uint64
+		err error
+	}
+	processExited struct {
+		gen    uint64
+		status pyworker.ExitStatus
+	}
+	callDone struct {
+		gen uint64
+		id  string
+	}
+)
+
+// Reasons a worker actor fails with (the panic value its supervisor sees).
+type (
+	// crashed: the Python process died.
+	crashed struct{ status pyworker.ExitStatus }
+	// bootFailed: the worker cannot start; restarting would not help.
+	bootFailed struct{ err error }
+	// launchError: the worker did not start for a reason that may pass.
+	launchError struct{ err error }
+)

@@ -1,0 +1,288 @@
+package actors
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/hashicorp/go-hclog"
+
+	apb "github.com/snakepit-go/snakepit/actors/pb"
+	"github.com/snakepit-go/snakepit/supervision"
+)
+
+// PoolSettings configure one pool actor.
+type PoolSettings struct {
+	Name      string
+	Size      int
+	QueueSize int
+	Worker    WorkerSettings
+	Restart   supervision.Policy
+	Clock     supervision.Clock // nil: the system clock
+	Logger    hclog.Logger
+}
+
+// worker is the pool's view of one worker.
+type worker struct {
+	pid      *actor.PID
+	slot     *workerSlot
+	gen      uint64 // incarnation currently ready (0: none)
+	ready    bool
+	capacity int
+	load     int
+	osPid    int
+	restarts int
+}
+
+func (w *worker) free() bool { return w.ready && w.load < w.capacity }
+
+// poolActor routes calls to the least-loaded worker with free capacity,
+// queues them (bounded) when every worker is full, and supervises its
+// workers: it is their parent and implements actor.SupervisorStrategy.
+type poolActor struct {
+	s        PoolSettings
+	sup      *supervision.Supervisor
+	workers  []*worker
+	byID     map[string]*worker // by actor PID id
+	queue    []*dispatch
+	inflight map[string]*worker // request id -> worker running it
+	waiters  []*actor.PID       // AwaitReady callers
+	drainers []*actor.PID
+	draining bool
+	failed   string // non-empty once the pool gave up: why
+	failErr  error
+	timers   map[string]*time.Timer // pending restarts by worker PID id
+	stopping bool
+}
+
+// NewPoolProps returns the props of a pool actor.
+func NewPoolProps(s PoolSettings) *actor.Props {
+	return actor.PropsFromProducer(func() actor.Actor {
+		return &poolActor{s: s, sup: supervision.New(s.Restart, s.Clock, nil), byID: map[string]*worker{},
+			inflight: map[string]*worker{}, timers: map[string]*time.Timer{}}
+	})
+}
+
+func (p *poolActor) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		p.spawnWorkers(ctx)
+	case *apb.CallRequest:
+		p.onCall(ctx, &dispatch{req: m, caller: ctx.Sender()})
+	case *apb.CancelCall:
+		p.onCancel(ctx, m)
+	case *workerReady:
+		p.onReady(ctx, m)
+	case *workerDown:
+		p.onDown(m)
+	case *slotFreed:
+		p.onFreed(ctx, m)
+	case *requeue:
+		p.queue = append([]*dispatch{m.d}, p.queue...)
+		p.pump(ctx)
+	case *poolFailed:
+		p.fail(ctx, m.err)
+	case *AwaitReady:
+		p.waiters = append(p.waiters, ctx.Sender())
+		p.answerWaiters(ctx)
+	case *Drain:
+		p.draining = true
+		p.drainers = append(p.drainers, ctx.Sender())
+		p.answerDrainers(ctx)
+	case *StatusRequest:
+		ctx.Respond(p.status())
+	case *restartDue:
+		p.onRestartDue(ctx, m)
+	case *actor.Stopping:
+		p.stopping = true
+		for _, t := range p.timers {
+			t.Stop()
+		}
+	}
+}
+
+func (p *poolActor) spawnWorkers(ctx actor.Context) {
+	for i := 0; i < p.s.Size; i++ {
+		id := p.s.Name + "-" + strconv.Itoa(i)
+		slot := &workerSlot{id: id, settings: &p.s.Worker, log: p.s.Logger.Named(id)}
+		pid := ctx.Spawn(newWorkerProps(slot))
+		w := &worker{pid: pid, slot: slot, capacity: 1}
+		p.workers = append(p.workers, w)
+		p.byID[pid.Id] = w
+	}
+}
+
+func (p *poolActor) onCall(ctx actor.Context, d *dispatch) {
+	switch {
+	case p.failed != "":
+		p.reject(ctx, d, apb.Failure_CODE_POOL_UNAVAILABLE, fmt.Sprintf("pool %q has failed: %s", p.s.Name, p.failed))
+	case p.draining:
+		p.reject(ctx, d, apb.Failure_CODE_POOL_UNAVAILABLE, fmt.Sprintf("pool %q is stopping", p.s.Name))
+	case len(p.queue) == 0 && p.tryDispatch(ctx, d):
+	case len(p.queue) >= p.s.QueueSize:
+		p.reject(ctx, d, apb.Failure_CODE_SATURATED, fmt.Sprintf(
+			"pool %q is saturated: all %d workers busy and %d calls queued (PoolConfig.QueueSize)", p.s.Name, p.s.Size, len(p.queue)))
+	default:
+		p.queue = append(p.queue, d)
+	}
+}
+
+// tryDispatch sends d to the least-loaded worker with free capacity.
+func (p *poolActor) tryDispatch(ctx actor.Context, d *dispatch) bool {
+	var best *worker
+	for _, w := range p.workers {
+		if w.free() && (best == nil || w.load < best.load) {
+			best = w
+		}
+	}
+	if best == nil {
+		return false
+	}
+	best.load++
+	d.gen = best.gen
+	p.inflight[d.req.GetExecute().GetRequestId()] = best
+	ctx.Send(best.pid, d)
+	return true
+}
+
+// pump moves queued calls to free workers, dropping those past their deadline.
+func (p *poolActor) pump(ctx actor.Context) {
+	now := time.Now().UnixNano()
+	for len(p.queue) > 0 {
+		d := p.queue[0]
+		if dl := d.req.GetExecute().GetDeadlineUnixNano(); dl != 0 && dl <= now {
+			p.queue = p.queue[1:]
+			p.reject(ctx, d, apb.Failure_CODE_DEADLINE, "deadline exceeded while queued")
+			continue
+		}
+		if !p.tryDispatch(ctx, d) {
+			break
+		}
+		p.queue = p.queue[1:]
+	}
+	p.answerDrainers(ctx)
+}
+
+func (p *poolActor) reject(ctx actor.Context, d *dispatch, code apb.Failure_Code, msg string) {
+	ctx.Send(d.caller, &apb.CallReply{RequestId: d.req.GetExecute().GetRequestId(),
+		Failure: &apb.Failure{Code: code, Message: msg}})
+}
+
+func (p *poolActor) onCancel(ctx actor.Context, m *apb.CancelCall) {
+	id := m.GetRequestId()
+	for i, d := range p.queue {
+		if d.req.GetExecute().GetRequestId() == id {
+			p.queue = append(p.queue[:i], p.queue[i+1:]...)
+			p.reject(ctx, d, apb.Failure_CODE_CANCELLED, "cancelled by the caller while queued")
+			p.answerDrainers(ctx)
+			return
+		}
+	}
+	if w, ok := p.inflight[id]; ok {
+		ctx.Send(w.pid, m)
+	}
+}
+
+func (p *poolActor) onReady(ctx actor.Context, m *workerReady) {
+	w := p.byID[m.worker.Id]
+	if w == nil {
+		return
+	}
+	w.ready, w.gen, w.load, w.capacity, w.osPid = true, m.gen, 0, m.capacity, m.pid
+	p.answerWaiters(ctx)
+	p.pump(ctx)
+}
+
+func (p *poolActor) onDown(m *workerDown) {
+	if w := p.byID[m.worker.Id]; w != nil && w.gen == m.gen {
+		w.ready, w.load = false, 0
+		for id, iw := range p.inflight {
+			if iw == w {
+				delete(p.inflight, id) // their goroutines answer the callers
+			}
+		}
+	}
+}
+
+func (p *poolActor) onFreed(ctx actor.Context, m *slotFreed) {
+	w := p.byID[m.worker.Id]
+	if w == nil || w.gen != m.gen {
+		return
+	}
+	delete(p.inflight, m.id)
+	if w.load > 0 {
+		w.load--
+	}
+	p.pump(ctx)
+}
+
+func (p *poolActor) answerWaiters(ctx actor.Context) {
+	var reply *ReadyReply
+	switch {
+	case p.failed != "":
+		reply = &ReadyReply{Err: fmt.Errorf("pool %q failed to start: %w", p.s.Name, p.failErr)}
+	case p.readyCount() == len(p.workers):
+		reply = &ReadyReply{}
+	default:
+		return
+	}
+	for _, w := range p.waiters {
+		ctx.Send(w, reply)
+	}
+	p.waiters = nil
+}
+
+func (p *poolActor) answerDrainers(ctx actor.Context) {
+	if !p.draining || len(p.queue) > 0 || len(p.inflight) > 0 {
+		return
+	}
+	for _, d := range p.drainers {
+		ctx.Send(d, &Drained{})
+	}
+	p.drainers = nil
+}
+
+func (p *poolActor) readyCount() int {
+	n := 0
+	for _, w := range p.workers {
+		if w.ready {
+			n++
+		}
+	}
+	return n
+}
+
+// fail gives up on the pool: its workers stop, queued calls and waiters are
+// answered, and every later call is refused with the reason.
+func (p *poolActor) fail(ctx actor.Context, err error) {
+	if p.failed != "" {
+		return
+	}
+	p.failed, p.failErr = err.Error(), err
+	reason := p.failed
+	p.s.Logger.Error("pool failed", "reason", reason)
+	for _, w := range p.workers {
+		w.ready = false
+		ctx.Stop(w.pid)
+	}
+	for _, d := range p.queue {
+		p.reject(ctx, d, apb.Failure_CODE_POOL_UNAVAILABLE, fmt.Sprintf("pool %q has failed: %s", p.s.Name, reason))
+	}
+	p.queue = nil
+	p.answerWaiters(ctx)
+	p.answerDrainers(ctx)
+}
+
+func (p *poolActor) status() *PoolStatus {
+	st := &PoolStatus{Name: p.s.Name, Size: p.s.Size, Queued: len(p.queue), InFlight: len(p.inflight),
+		Failed: p.failed != "", Reason: p.failed}
+	for _, w := range p.workers {
+		if w.ready {
+			st.Ready++
+		}
+		st.Workers = append(st.Workers, WorkerStatus{ID: w.slot.id, Pid: w.osPid, Ready: w.ready,
+			Capacity: w.capacity, Load: w.load, Restarts: w.restarts})
+	}
+	return st
+}

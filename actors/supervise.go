@@ -1,0 +1,71 @@
+package actors
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+)
+
+// HandleFailure makes the pool actor its workers' supervisor strategy
+// (protoactor uses an actor's own HandleFailure when it has one). It runs on
+// the pool's mailbox, like Receive, and never waits: a restart after a
+// backoff is scheduled on a timer.
+func (p *poolActor) HandleFailure(system *actor.ActorSystem, sup actor.Supervisor, child *actor.PID, _ *actor.RestartStatistics, reason any, _ any) {
+	w := p.byID[child.Id]
+	if w == nil || p.failed != "" {
+		sup.StopChildren(child)
+		return
+	}
+	w.ready = false
+	switch r := reason.(type) {
+	case *bootFailed:
+		p.s.Logger.Error("worker cannot boot; not restarting it", "worker", w.slot.id, "error", r.err)
+		system.Root.Send(p.self(system, sup), &poolFailed{err: r.err})
+		return
+	case *crashed:
+		p.s.Logger.Warn("worker crashed", "worker", w.slot.id, "status", r.status.String())
+	case *launchError:
+		p.s.Logger.Warn("worker did not start", "worker", w.slot.id, "error", r.err)
+	default:
+		p.s.Logger.Error("worker actor failed", "worker", w.slot.id, "reason", fmt.Sprint(reason))
+	}
+	d := p.sup.Decide(w.slot.id)
+	if !d.Restart {
+		system.Root.Send(p.self(system, sup), &poolFailed{err: fmt.Errorf("%s; last failure of %s: %s", d.Reason, w.slot.id, describe(reason))})
+		return
+	}
+	w.restarts++
+	p.s.Logger.Info("restarting worker", "worker", w.slot.id, "backoff", d.Delay, "restarts_in_period", d.Restarts)
+	p.restartAfter(system, p.self(system, sup), child, d.Delay)
+}
+
+// restartAfter asks the pool (itself) to restart child once delay has
+// passed; the pool skips it if it has failed or is stopping by then.
+func (p *poolActor) restartAfter(system *actor.ActorSystem, self, child *actor.PID, delay time.Duration) {
+	p.timers[child.Id] = time.AfterFunc(delay, func() { system.Root.Send(self, &restartDue{child: child}) })
+}
+
+func (p *poolActor) onRestartDue(ctx actor.Context, m *restartDue) {
+	delete(p.timers, m.child.Id)
+	if p.failed == "" && !p.stopping {
+		ctx.(actor.Supervisor).RestartChildren(m.child)
+	}
+}
+
+// self finds the pool's own PID from the supervisor (its context).
+func (p *poolActor) self(_ *actor.ActorSystem, sup actor.Supervisor) *actor.PID {
+	return sup.(actor.Context).Self()
+}
+
+func describe(reason any) string {
+	switch r := reason.(type) {
+	case *crashed:
+		return "process " + r.status.String()
+	case *launchError:
+		return r.err.Error()
+	case *bootFailed:
+		return r.err.Error()
+	}
+	return fmt.Sprint(reason)
+}

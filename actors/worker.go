@@ -1,0 +1,210 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/hashicorp/go-hclog"
+
+	apb "github.com/snakepit-go/snakepit/actors/pb"
+	wpb "github.com/snakepit-go/snakepit/pyworker/pb"
+	"github.com/snakepit-go/snakepit/pyworker"
+)
+
+// WorkerSettings are shared by every worker of a pool.
+type WorkerSettings struct {
+	Spec          pyworker.Spec // template; ID and Logger are set per worker
+	StartTimeout  time.Duration // spawn to ready
+	ShutdownGrace time.Duration // in-flight calls may finish within it on stop
+	KillAfter     time.Duration // after SIGTERM, before SIGKILL
+}
+
+// crashSettle bounds how long a call whose connection broke waits to learn
+// whether the process died (and so report a crash, not a transport error).
+const crashSettle = time.Second
+
+// workerSlot is the part of a worker that survives its restarts.
+type workerSlot struct {
+	id       string
+	gen      atomic.Uint64
+	settings *WorkerSettings
+	log      hclog.Logger
+}
+
+// workerActor owns one Python process and its connection.
+type workerActor struct {
+	slot     *workerSlot
+	gen      uint64
+	h        *pyworker.Handle
+	cancel   context.CancelFunc // ends a launch in progress
+	inflight map[string]context.CancelFunc
+	stopping bool
+}
+
+func newWorkerProps(slot *workerSlot) *actor.Props {
+	return actor.PropsFromProducer(func() actor.Actor {
+		return &workerActor{slot: slot, inflight: map[string]context.CancelFunc{}}
+	})
+}
+
+func (w *workerActor) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		w.launch(ctx)
+	case *launched:
+		w.onLaunched(ctx, m)
+	case *launchFailed:
+		w.onLaunchFailed(m)
+	case *dispatch:
+		w.execute(ctx, m)
+	case *callDone:
+		w.onCallDone(ctx, m)
+	case *apb.CancelCall:
+		if cancel, ok := w.inflight[m.GetRequestId()]; ok {
+			cancel()
+		}
+	case *processExited:
+		w.onExit(ctx, m)
+	case *actor.Restarting:
+		w.release(func(h *pyworker.Handle) { h.Kill() })
+	case *actor.Stopping:
+		w.stopping = true
+		s := w.slot.settings
+		w.release(func(h *pyworker.Handle) { h.Stop(s.ShutdownGrace, s.KillAfter) })
+	}
+}
+
+// launch starts the Python process in a goroutine: spawn, handshake, connect.
+func (w *workerActor) launch(ctx actor.Context) {
+	w.gen = w.slot.gen.Add(1)
+	spec := w.slot.settings.Spec
+	spec.ID, spec.Logger = w.slot.id, w.slot.log
+	lctx, cancel := context.WithTimeout(context.Background(), w.slot.settings.StartTimeout)
+	w.cancel = cancel
+	self, root, gen := ctx.Self(), ctx.ActorSystem().Root, w.gen
+	go func() {
+		h, err := pyworker.Launch(lctx, spec)
+		if err != nil {
+			root.Send(self, &launchFailed{gen: gen, err: err})
+			return
+		}
+		root.Send(self, &launched{gen: gen, h: h})
+	}()
+}
+
+func (w *workerActor) onLaunched(ctx actor.Context, m *launched) {
+	if m.gen != w.gen || w.stopping {
+		go m.h.Kill() // a launch this incarnation no longer wants
+		return
+	}
+	w.cancel()
+	w.h = m.h
+	w.slot.log.Debug("worker ready", "pid", m.h.Pid(), "python", m.h.Python)
+	self, root, gen, proc := ctx.Self(), ctx.ActorSystem().Root, w.gen, m.h.Proc
+	go func() {
+		<-proc.Done()
+		root.Send(self, &processExited{gen: gen, status: proc.Status()})
+	}()
+	ctx.Send(ctx.Parent(), &workerReady{worker: self, gen: w.gen, capacity: w.slot.settings.Spec.Capacity, pid: m.h.Pid()})
+}
+
+func (w *workerActor) onLaunchFailed(m *launchFailed) {
+	if m.gen != w.gen || w.stopping {
+		return
+	}
+	if errors.Is(m.err, pyworker.ErrBootFailed) {
+		panic(&bootFailed{err: m.err})
+	}
+	panic(&launchError{err: m.err})
+}
+
+// execute runs one call in a goroutine; the goroutine answers the caller
+// itself, so a reply never depends on this actor surviving.
+func (w *workerActor) execute(ctx actor.Context, d *dispatch) {
+	if w.h == nil || d.gen != w.gen || w.stopping {
+		ctx.Send(ctx.Parent(), &requeue{d: d})
+		return
+	}
+	req := d.req.GetExecute()
+	cctx, cancel := callContext(req.GetDeadlineUnixNano())
+	w.inflight[req.GetRequestId()] = cancel
+	self, root, gen, h, id := ctx.Self(), ctx.ActorSystem().Root, w.gen, w.h, w.slot.id
+	go func() {
+		defer cancel()
+		reply := runCall(cctx, h, req)
+		reply.WorkerId = id
+		root.Send(d.caller, reply)
+		root.Send(self, &callDone{gen: gen, id: req.GetRequestId()})
+	}()
+}
+
+func callContext(deadlineUnixNano int64) (context.Context, context.CancelFunc) {
+	if deadlineUnixNano == 0 {
+		return context.WithCancel(context.Background())
+	}
+	return context.WithDeadline(context.Background(), time.Unix(0, deadlineUnixNano))
+}
+
+// runCall executes req and turns every way it can end into a CallReply.
+func runCall(ctx context.Context, h *pyworker.Handle, req *wpb.ExecuteRequest) *apb.CallReply {
+	out := &apb.CallReply{RequestId: req.GetRequestId()}
+	reply, err := h.Conn.Execute(ctx, req)
+	if err == nil {
+		out.Reply = reply
+		return out
+	}
+	out.Failure = classifyFailure(ctx, h, err)
+	return out
+}
+
+func classifyFailure(ctx context.Context, h *pyworker.Handle, err error) *apb.Failure {
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return &apb.Failure{Code: apb.Failure_CODE_DEADLINE, Message: "deadline exceeded while the worker ran the call"}
+	case errors.Is(ctx.Err(), context.Canceled):
+		return &apb.Failure{Code: apb.Failure_CODE_CANCELLED, Message: "cancelled by the caller"}
+	}
+	t := time.NewTimer(crashSettle)
+	defer t.Stop()
+	select {
+	case <-h.Proc.Done():
+		st := h.Proc.Status()
+		return &apb.Failure{Code: apb.Failure_CODE_WORKER_CRASHED, Message: st.String(),
+			ExitCode: int32(st.Code), Signal: int32(st.Signal), StderrTail: h.StderrTail()}
+	case <-t.C:
+		return &apb.Failure{Code: apb.Failure_CODE_TRANSPORT, Message: err.Error()}
+	}
+}
+
+func (w *workerActor) onCallDone(ctx actor.Context, m *callDone) {
+	delete(w.inflight, m.id)
+	if m.gen == w.gen {
+		ctx.Send(ctx.Parent(), &slotFreed{worker: ctx.Self(), gen: m.gen, id: m.id})
+	}
+}
+
+func (w *workerActor) onExit(ctx actor.Context, m *processExited) {
+	if m.gen != w.gen || w.stopping {
+		return
+	}
+	w.slot.log.Warn("worker process died", "pid", w.h.Pid(), "status", m.status.String())
+	ctx.Send(ctx.Parent(), &workerDown{worker: ctx.Self(), gen: w.gen})
+	panic(&crashed{status: m.status})
+}
+
+// release ends the launch in progress and hands the process to end in a
+// goroutine: nothing here may wait for it.
+func (w *workerActor) release(end func(*pyworker.Handle)) {
+	if w.cancel != nil {
+		w.cancel()
+	}
+	// In-flight calls are left alone: they end with the process, and their
+	// goroutines report how (a crash, or a reply within the stop grace).
+	if h := w.h; h != nil {
+		w.h = nil
+		go end(h)
+	}
+}

@@ -1,0 +1,262 @@
+package snakepit
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/snakepit-go/snakepit/profiles"
+	"github.com/snakepit-go/snakepit/supervision"
+)
+
+// Config configures a Runtime. The zero value of every field means its
+// documented default; Start validates the whole Config once and reports
+// every mistake with its field path.
+type Config struct {
+	// Pools to start. At least one is required.
+	Pools []PoolConfig
+
+	// Python is the interpreter every pool uses unless the pool sets its own.
+	// Default: $SNAKEPIT_PYTHON, else the first of python3 (on PATH),
+	// /usr/bin/python3 and python that can import the worker's packages.
+	Python string
+
+	// Logger receives the runtime's logs and every worker's output, under
+	// named sub-loggers ("<pool>-<n>"). Default: hclog to stderr at Info.
+	Logger hclog.Logger
+
+	// CallTimeout bounds a call whose context has no deadline. Default 60s.
+	CallTimeout time.Duration
+
+	// ShutdownGrace is how long Stop lets in-flight calls finish and workers
+	// exit after being asked to, before SIGTERM. Default 5s.
+	ShutdownGrace time.Duration
+
+	// KillAfter is how long a worker has after SIGTERM before SIGKILL.
+	// Default 2s.
+	KillAfter time.Duration
+
+	// MaxMessageBytes bounds one request or reply on the wire. Default 64 MiB.
+	MaxMessageBytes int
+
+	// RuntimeDir is where the runtime makes its private (0700) directory for
+	// worker sockets and the embedded Python package. Default: os.TempDir().
+	RuntimeDir string
+}
+
+// PoolConfig configures one pool of Python workers.
+type PoolConfig struct {
+	// Name identifies the pool in Call. Required; letters, digits, '.', '_'
+	// and '-'; unique within the Config.
+	Name string
+
+	// Adapter is the Python module whose @tool functions the workers serve,
+	// "pkg.module", or an adapter class instantiated once per worker,
+	// "pkg.module:ClassName". Required.
+	Adapter string
+
+	// Size is the number of worker processes. Default: 1.
+	Size int
+
+	// Profile chooses how workers are made: "process" (one call at a time
+	// per worker). Default "process".
+	Profile string
+
+	// QueueSize bounds the calls waiting for a free worker; one more is
+	// refused with ErrPoolSaturated. Default 1000.
+	QueueSize int
+
+	// Python overrides Config.Python for this pool. Default: Config.Python.
+	Python string
+
+	// PythonPath entries are put on the workers' sys.path, before
+	// $PYTHONPATH. The working directory is on it too (as with python -m).
+	// Default: none.
+	PythonPath []string
+
+	// Dir is the workers' working directory. Default: the host's.
+	Dir string
+
+	// Env adds variables to the workers' environment. Default: none.
+	Env map[string]string
+
+	// StartTimeout bounds one worker's start, from spawn to its first health
+	// check, including the adapter's import. Default 60s.
+	StartTimeout time.Duration
+
+	// Restart is the supervision policy of the pool's workers: restart
+	// intensity (MaxRestarts within Period, defaults 10 within 60s) and the
+	// backoff between restarts (InitialBackoff 100ms doubling to MaxBackoff
+	// 10s, ±Jitter 0.2). When the intensity is exceeded the pool fails.
+	Restart RestartPolicy
+}
+
+// RestartPolicy is the supervision policy of a pool's workers.
+type RestartPolicy = supervision.Policy
+
+// Defaults.
+const (
+	DefaultCallTimeout     = 60 * time.Second
+	DefaultShutdownGrace   = 5 * time.Second
+	DefaultKillAfter       = 2 * time.Second
+	DefaultMaxMessageBytes = 64 << 20
+	DefaultPoolSize        = 1
+	DefaultQueueSize       = 1000
+	DefaultStartTimeout    = 60 * time.Second
+)
+
+// ErrInvalidConfig is matched (errors.Is) by every *ConfigError.
+var ErrInvalidConfig = errors.New("invalid config")
+
+// FieldError is one invalid field.
+type FieldError struct {
+	Path    string // e.g. "pools[1].size"
+	Problem string
+}
+
+func (f FieldError) String() string { return f.Path + ": " + f.Problem }
+
+// ConfigError lists every invalid field of a Config.
+type ConfigError struct{ Fields []FieldError }
+
+func (e *ConfigError) Error() string {
+	parts := make([]string, len(e.Fields))
+	for i, f := range e.Fields {
+		parts[i] = f.String()
+	}
+	return "snakepit: invalid config: " + strings.Join(parts, "; ")
+}
+
+func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
+
+var (
+	poolNameRe = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+	adapterRe  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*(:[A-Za-z_][A-Za-z0-9_]*)?$`)
+	envKeyRe   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+)
+
+// Validate reports every invalid field of c as a *ConfigError (nil if none).
+func (c Config) Validate() error {
+	v := &validator{}
+	if len(c.Pools) == 0 {
+		v.add("pools", "at least one pool is required")
+	}
+	v.nonNegative("call_timeout", c.CallTimeout)
+	v.nonNegative("shutdown_grace", c.ShutdownGrace)
+	v.nonNegative("kill_after", c.KillAfter)
+	if c.MaxMessageBytes < 0 {
+		v.add("max_message_bytes", fmt.Sprintf("must be ≥ 0 (got %d); 0 means the default, 64 MiB", c.MaxMessageBytes))
+	}
+	seen := map[string]int{}
+	for i, p := range c.Pools {
+		p.validate(v, fmt.Sprintf("pools[%d]", i), seen, i)
+	}
+	if len(v.fields) == 0 {
+		return nil
+	}
+	return &ConfigError{Fields: v.fields}
+}
+
+func (p PoolConfig) validate(v *validator, at string, seen map[string]int, i int) {
+	switch {
+	case p.Name == "":
+		v.add(at+".name", "is required")
+	case !poolNameRe.MatchString(p.Name):
+		v.add(at+".name", fmt.Sprintf("%q may hold only letters, digits, '.', '_' and '-'", p.Name))
+	default:
+		if j, dup := seen[p.Name]; dup {
+			v.add(at+".name", fmt.Sprintf("%q is already the name of pools[%d]", p.Name, j))
+		}
+		seen[p.Name] = i
+	}
+	switch {
+	case p.Adapter == "":
+		v.add(at+".adapter", `is required: a Python module ("pkg.module") or class ("pkg.module:Class")`)
+	case !adapterRe.MatchString(p.Adapter):
+		v.add(at+".adapter", fmt.Sprintf(`%q is not a module path ("pkg.module") or class ("pkg.module:Class")`, p.Adapter))
+	}
+	if p.Size < 0 {
+		v.add(at+".size", fmt.Sprintf("must be ≥ 1 (got %d); 0 means the default, %d", p.Size, DefaultPoolSize))
+	}
+	if p.QueueSize < 0 {
+		v.add(at+".queue_size", fmt.Sprintf("must be ≥ 1 (got %d); 0 means the default, %d", p.QueueSize, DefaultQueueSize))
+	}
+	if _, err := profiles.Lookup(p.Profile); err != nil {
+		v.add(at+".profile", err.Error())
+	}
+	v.nonNegative(at+".start_timeout", p.StartTimeout)
+	for k := range p.Env {
+		if !envKeyRe.MatchString(k) {
+			v.add(at+".env", fmt.Sprintf("%q is not a valid variable name", k))
+		}
+	}
+	validateRestart(p.Restart, v, at+".restart")
+}
+
+func validateRestart(r RestartPolicy, v *validator, at string) {
+	if r.MaxRestarts < 0 {
+		v.add(at+".max_restarts", fmt.Sprintf("must be ≥ 1 (got %d); 0 means the default", r.MaxRestarts))
+	}
+	v.nonNegative(at+".period", r.Period)
+	v.nonNegative(at+".initial_backoff", r.InitialBackoff)
+	v.nonNegative(at+".max_backoff", r.MaxBackoff)
+	if r.Jitter < 0 || r.Jitter > 1 {
+		v.add(at+".jitter", fmt.Sprintf("must be within 0 and 1 (got %g)", r.Jitter))
+	}
+	if r.InitialBackoff > 0 && r.MaxBackoff > 0 && r.InitialBackoff > r.MaxBackoff {
+		v.add(at+".initial_backoff", fmt.Sprintf("%s is more than max_backoff %s", r.InitialBackoff, r.MaxBackoff))
+	}
+}
+
+type validator struct{ fields []FieldError }
+
+func (v *validator) add(path, problem string) {
+	v.fields = append(v.fields, FieldError{Path: path, Problem: problem})
+}
+
+func (v *validator) nonNegative(path string, d time.Duration) {
+	if d < 0 {
+		v.add(path, fmt.Sprintf("must be ≥ 0 (got %s); 0 means the default", d))
+	}
+}
+
+// withDefaults returns c with every zero field set to its default.
+func (c Config) withDefaults() Config {
+	c.CallTimeout = orDuration(c.CallTimeout, DefaultCallTimeout)
+	c.ShutdownGrace = orDuration(c.ShutdownGrace, DefaultShutdownGrace)
+	c.KillAfter = orDuration(c.KillAfter, DefaultKillAfter)
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if c.Logger == nil {
+		c.Logger = hclog.New(&hclog.LoggerOptions{Name: "snakepit", Level: hclog.Info})
+	}
+	pools := make([]PoolConfig, len(c.Pools))
+	for i, p := range c.Pools {
+		if p.Size == 0 {
+			p.Size = DefaultPoolSize
+		}
+		if p.QueueSize == 0 {
+			p.QueueSize = DefaultQueueSize
+		}
+		if p.Python == "" {
+			p.Python = c.Python
+		}
+		p.StartTimeout = orDuration(p.StartTimeout, DefaultStartTimeout)
+		p.Restart = p.Restart.WithDefaults()
+		pools[i] = p
+	}
+	c.Pools = pools
+	return c
+}
+
+func orDuration(d, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return d
+}

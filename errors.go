@@ -1,0 +1,99 @@
+package snakepit
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"syscall"
+
+	"github.com/snakepit-go/snakepit/pyworker"
+)
+
+// Sentinel errors, for errors.Is. Every error a Call returns wraps one of
+// these, a *PythonError, or the context's error.
+var (
+	// ErrUnknownPool: no pool of that name in the Config.
+	ErrUnknownPool = errors.New("unknown pool")
+	// ErrUnknownTool: the pool's adapter has no tool of that name.
+	ErrUnknownTool = errors.New("unknown tool")
+	// ErrBadArguments: the arguments cannot be encoded, or do not match the
+	// tool's signature.
+	ErrBadArguments = errors.New("bad arguments")
+	// ErrUnencodableResult: the tool returned a value JSON cannot carry.
+	ErrUnencodableResult = errors.New("tool result cannot be encoded")
+	// ErrPoolSaturated: every worker is busy and the pool's queue is full.
+	// Retry later, add workers (PoolConfig.Size) or raise PoolConfig.QueueSize.
+	ErrPoolSaturated = errors.New("pool saturated")
+	// ErrWorkerCrashed: the worker process died while running the call.
+	// Match *WorkerCrashedError with errors.As for the exit code or signal.
+	ErrWorkerCrashed = errors.New("worker crashed")
+	// ErrPoolUnavailable: the pool has failed (restart intensity exceeded or
+	// a worker cannot boot; see Runtime.Health) or is stopping.
+	ErrPoolUnavailable = errors.New("pool unavailable")
+	// ErrTransport: the connection to the worker failed without the process
+	// dying.
+	ErrTransport = errors.New("worker connection failed")
+	// ErrStopped: the Runtime has been stopped.
+	ErrStopped = errors.New("runtime stopped")
+	// ErrBootFailed: a worker could not start its adapter; match *BootError.
+	ErrBootFailed = pyworker.ErrBootFailed
+	// ErrNoPython: no interpreter able to run the workers was found; match
+	// *NoPythonError for what was tried.
+	ErrNoPython = pyworker.ErrNoPython
+)
+
+// BootError: a worker could not import or instantiate its adapter, or died
+// before its handshake. It carries the Python traceback.
+type BootError = pyworker.BootError
+
+// NoPythonError lists the interpreters tried and why each was rejected.
+type NoPythonError = pyworker.NoPythonError
+
+// ExitStatus says how a worker process ended: exit code or signal.
+type ExitStatus = pyworker.ExitStatus
+
+// PythonError is an exception raised by a tool, with its Python traceback.
+type PythonError struct {
+	Pool      string
+	Tool      string
+	Worker    string
+	Type      string // qualified exception type, e.g. "builtins.ValueError"
+	Message   string
+	Traceback string
+}
+
+func (e *PythonError) Error() string {
+	return fmt.Sprintf("snakepit: %s.%s raised %s: %s", e.Pool, e.Tool, e.Type, e.Message)
+}
+
+// WorkerCrashedError: the worker process running the call died.
+type WorkerCrashedError struct {
+	Pool   string
+	Tool   string
+	Worker string
+	Exit   ExitStatus
+	// Stderr holds the last lines the worker wrote to stderr.
+	Stderr string
+}
+
+func (e *WorkerCrashedError) Error() string {
+	msg := fmt.Sprintf("snakepit: %s.%s: worker %s crashed (%s) while running the call", e.Pool, e.Tool, e.Worker, e.Exit)
+	if e.Stderr != "" {
+		msg += "; last stderr lines:\n" + e.Stderr
+	}
+	return msg
+}
+
+func (e *WorkerCrashedError) Is(target error) bool { return target == ErrWorkerCrashed }
+
+// Signal is the signal that killed the worker, 0 if it exited.
+func (e *WorkerCrashedError) Signal() syscall.Signal { return e.Exit.Signal }
+
+// callError wraps a sentinel with what happened to which call.
+func callError(pool, tool string, sentinel error, detail string) error {
+	detail = strings.TrimSpace(detail)
+	if detail == "" {
+		return fmt.Errorf("snakepit: %s.%s: %w", pool, tool, sentinel)
+	}
+	return fmt.Errorf("snakepit: %s.%s: %w: %s", pool, tool, sentinel, detail)
+}

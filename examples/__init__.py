@@ -1,0 +1,1 @@
+"""Example Snakepit adapters (``examples.textstats``, ``examples.sentiment:SentimentModel``)."""

@@ -1,0 +1,103 @@
+package pyworker
+
+import (
+	"bufio"
+	"io"
+	"strings"
+	"sync"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+const (
+	readyPrefix     = "SNAKEPIT-READY "
+	bootErrorPrefix = "SNAKEPIT-BOOT-ERROR "
+	maxLogLine      = 64 << 10
+	stderrTailLines = 20
+)
+
+// readLines calls fn for every line of r (without its newline); lines longer
+// than maxLogLine are cut. It returns at EOF or on a read error.
+func readLines(r io.Reader, fn func(string)) {
+	br := bufio.NewReaderSize(r, 4096)
+	for {
+		line, err := readCappedLine(br)
+		if line != "" || err == nil {
+			fn(line)
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func readCappedLine(br *bufio.Reader) (string, error) {
+	var b strings.Builder
+	for {
+		chunk, err := br.ReadSlice('\n')
+		if b.Len() < maxLogLine {
+			room := maxLogLine - b.Len()
+			if len(chunk) > room {
+				chunk = chunk[:room]
+			}
+			b.Write(chunk)
+		}
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		return strings.TrimRight(b.String(), "\r\n"), err
+	}
+}
+
+// stderrLogger re-logs a worker's stderr through hclog at the level the Python
+// logging format names ("WARNING name: message"); indented continuation lines
+// keep the previous line's level. It also keeps the last lines for crash reports.
+type stderrLogger struct {
+	log  hclog.Logger
+	last hclog.Level
+
+	mu   sync.Mutex
+	tail []string
+}
+
+var pythonLevels = map[string]hclog.Level{
+	"DEBUG": hclog.Debug, "INFO": hclog.Info, "WARNING": hclog.Warn,
+	"ERROR": hclog.Error, "CRITICAL": hclog.Error,
+}
+
+func (s *stderrLogger) line(text string) {
+	s.remember(text)
+	level, msg := s.classify(text)
+	s.log.Log(level, msg, "stream", "stderr")
+}
+
+func (s *stderrLogger) classify(text string) (hclog.Level, string) {
+	if strings.HasPrefix(text, "    ") && s.last != hclog.NoLevel {
+		return s.last, text
+	}
+	if word, rest, ok := strings.Cut(text, " "); ok {
+		if level, known := pythonLevels[word]; known {
+			s.last = level
+			return level, rest
+		}
+	}
+	s.last = hclog.Warn // unformatted stderr: an interpreter message or a stray print
+	return hclog.Warn, text
+}
+
+func (s *stderrLogger) remember(text string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.tail) == stderrTailLines {
+		copy(s.tail, s.tail[1:])
+		s.tail = s.tail[:stderrTailLines-1]
+	}
+	s.tail = append(s.tail, text)
+}
+
+// Tail returns the last lines the worker wrote to stderr.
+func (s *stderrLogger) Tail() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return strings.Join(s.tail, "\n")
+}

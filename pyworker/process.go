@@ -1,0 +1,137 @@
+package pyworker
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+)
+
+// ExitStatus says how a worker process ended.
+type ExitStatus struct {
+	// Code is the exit code, or -1 when the process was killed by a signal.
+	Code int
+	// Signal is the signal that killed the process, 0 when it exited.
+	Signal syscall.Signal
+}
+
+// Signaled reports whether a signal ended the process.
+func (s ExitStatus) Signaled() bool { return s.Signal != 0 }
+
+func (s ExitStatus) String() string {
+	if s.Signaled() {
+		return fmt.Sprintf("killed by signal %d (%s)", int(s.Signal), signalName(s.Signal))
+	}
+	return fmt.Sprintf("exit code %d", s.Code)
+}
+
+func exitStatusOf(state *os.ProcessState) ExitStatus {
+	if ws, ok := state.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return ExitStatus{Code: -1, Signal: ws.Signal()}
+	}
+	return ExitStatus{Code: state.ExitCode()}
+}
+
+// Command describes a process to start. Path is run directly, never through a
+// shell.
+type Command struct {
+	Path string
+	Args []string // not including Path
+	Env  []string
+	Dir  string
+}
+
+// Process is the seam around one OS process: the runtime only ever talks to a
+// worker process through it.
+type Process interface {
+	Pid() int
+	// Done is closed once the process has exited and been reaped.
+	Done() <-chan struct{}
+	// Status is valid after Done is closed.
+	Status() ExitStatus
+	// SignalGroup sends sig to the process's whole process group.
+	SignalGroup(sig syscall.Signal) error
+	// CloseStdin closes the pipe the worker watches for its parent's death.
+	CloseStdin()
+}
+
+// osProcess is a Process backed by exec.Cmd.
+type osProcess struct {
+	cmd     *exec.Cmd
+	stdin   *os.File
+	done    chan struct{}
+	status  ExitStatus
+	closeIn sync.Once
+}
+
+// pipes are the parent's ends of the child's standard streams.
+type pipes struct {
+	stdin          *os.File
+	stdout, stderr *os.File
+}
+
+// startProcess starts c with its stdin, stdout and stderr connected to pipes.
+// The child runs in its own process group and gets SIGKILL when its parent dies.
+func startProcess(c Command) (*osProcess, *pipes, error) {
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		closeAll(inR, inW)
+		return nil, nil, err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		closeAll(inR, inW, outR, outW)
+		return nil, nil, err
+	}
+	cmd := exec.Command(c.Path, c.Args...)
+	cmd.Env, cmd.Dir = c.Env, c.Dir
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
+	cmd.SysProcAttr = sysProcAttr()
+	err = spawn(cmd)
+	closeAll(inR, outW, errW) // the child holds its own copies now
+	if err != nil {
+		closeAll(inW, outR, errR)
+		return nil, nil, fmt.Errorf("start %s: %w", c.Path, err)
+	}
+	p := &osProcess{cmd: cmd, stdin: inW, done: make(chan struct{})}
+	go p.reap()
+	return p, &pipes{stdin: inW, stdout: outR, stderr: errR}, nil
+}
+
+func (p *osProcess) reap() {
+	err := p.cmd.Wait()
+	var ee *exec.ExitError
+	switch {
+	case err == nil || errors.As(err, &ee):
+		p.status = exitStatusOf(p.cmd.ProcessState)
+	default:
+		p.status = ExitStatus{Code: -1}
+	}
+	p.CloseStdin()
+	close(p.done)
+}
+
+func (p *osProcess) Pid() int                { return p.cmd.Process.Pid }
+func (p *osProcess) Done() <-chan struct{}    { return p.done }
+func (p *osProcess) Status() ExitStatus       { <-p.done; return p.status }
+func (p *osProcess) CloseStdin()              { p.closeIn.Do(func() { _ = p.stdin.Close() }) }
+func (p *osProcess) SignalGroup(sig syscall.Signal) error {
+	select {
+	case <-p.done:
+		return nil // reaped: the pid may already belong to someone else
+	default:
+	}
+	return signalGroup(p.cmd.Process.Pid, sig)
+}
+
+func closeAll(files ...*os.File) {
+	for _, f := range files {
+		_ = f.Close()
+	}
+}

@@ -1,0 +1,24 @@
+//go:build !linux
+
+package pyworker
+
+import (
+	"os/exec"
+	"syscall"
+)
+
+// Outside Linux there is no parent-death signal; the worker still exits when
+// its stdin (held by the parent) reaches EOF.
+func spawn(cmd *exec.Cmd) error { return cmd.Start() }
+
+func sysProcAttr() *syscall.SysProcAttr { return &syscall.SysProcAttr{Setpgid: true} }
+
+func signalGroup(pid int, sig syscall.Signal) error {
+	err := syscall.Kill(-pid, sig)
+	if err == syscall.ESRCH {
+		return nil
+	}
+	return err
+}
+
+func signalName(sig syscall.Signal) string { return sig.String() }

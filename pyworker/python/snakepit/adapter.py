@@ -1,0 +1,204 @@
+"""Adapters: where tools come from.
+
+An adapter spec is either ``"pkg.module"`` (the module's functions marked with
+``@tool``) or ``"pkg.module:ClassName"`` (the class is instantiated once, with
+no arguments, and its ``@tool`` methods are the tools).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, Callable, Dict, List, Mapping, Optional
+
+from snakepit.decorator import ToolOptions, tool_options
+from snakepit.introspect import format_signature, safe_signature
+
+logger = logging.getLogger(__name__)
+
+
+class Adapter:
+    """Optional base class for adapter classes.
+
+    Nothing is required. Load expensive state (a model, a connection) in
+    ``__init__``: the class is instantiated once per worker process. If the
+    instance has a ``close()`` method (plain or ``async``), it is called once
+    at graceful shutdown.
+    """
+
+    def close(self) -> None:
+        """Release resources at graceful shutdown. The default does nothing."""
+
+
+class AdapterError(Exception):
+    """The adapter spec cannot be turned into a set of tools."""
+
+
+@dataclass(frozen=True)
+class Tool:
+    """One callable tool of a loaded adapter."""
+
+    name: str
+    func: Callable[..., Any]
+    is_async: bool
+    thread_safe: bool
+    #: None when the callable has no introspectable signature.
+    signature: Optional[inspect.Signature]
+
+    def describe_signature(self) -> str:
+        """E.g. ``word_count(text: str) -> int``."""
+        sig = format_signature(self.signature) if self.signature is not None else "(...)"
+        return f"{self.name}{sig}"
+
+
+@dataclass
+class LoadedAdapter:
+    """The result of loading an adapter spec."""
+
+    spec: str
+    tools: Dict[str, Tool]
+    #: The adapter class instance, or None for a module adapter.
+    instance: Optional[Any] = None
+    module: Optional[ModuleType] = field(default=None, repr=False)
+
+    def tool_names(self) -> List[str]:
+        return sorted(self.tools)
+
+
+def parse_spec(spec: str) -> tuple[str, Optional[str]]:
+    """Split ``"pkg.module:Class"`` into ``("pkg.module", "Class")``."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise AdapterError("adapter spec is empty; expected 'pkg.module' or 'pkg.module:Class'")
+    module_name, sep, attr = spec.strip().partition(":")
+    if not module_name or (sep and not attr):
+        raise AdapterError(
+            f"bad adapter spec {spec!r}; expected 'pkg.module' or 'pkg.module:Class'"
+        )
+    return module_name, (attr if sep else None)
+
+
+def load_adapter(spec: str) -> LoadedAdapter:
+    """Import (and, for a class spec, instantiate) the adapter and collect its tools.
+
+    Exceptions from the import or from the class ``__init__`` propagate
+    unchanged; a spec that yields no tools, or duplicate tool names, raises
+    AdapterError.
+    """
+    module_name, attr = parse_spec(spec)
+    module = importlib.import_module(module_name)
+    if attr is None:
+        tools = collect_tools(_module_members(module), owner=f"module {module_name!r}")
+        _require_tools(spec, tools)
+        return LoadedAdapter(spec=spec, tools=tools, module=module)
+
+    cls = _resolve_attr(module, attr, spec)
+    if not inspect.isclass(cls):
+        raise AdapterError(
+            f"adapter {spec!r}: {attr!r} is a {type(cls).__name__}, not a class"
+        )
+    instance = cls()
+    tools = collect_tools(_instance_members(cls, instance), owner=f"class {cls.__qualname__!r}")
+    _require_tools(spec, tools)
+    return LoadedAdapter(spec=spec, tools=tools, instance=instance, module=module)
+
+
+def make_tool(name: str, func: Callable[..., Any], options: ToolOptions) -> Tool:
+    """Build a Tool from a callable and its ``@tool`` options."""
+    if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+        raise AdapterError(
+            f"tool {name!r} is a generator function; tools must return a value"
+        )
+    return Tool(
+        name=name,
+        func=func,
+        is_async=inspect.iscoroutinefunction(func),
+        thread_safe=options.thread_safe,
+        signature=safe_signature(func),
+    )
+
+
+def collect_tools(
+    members: Mapping[str, tuple[Any, ToolOptions]], owner: str
+) -> Dict[str, Tool]:
+    """Turn ``{attribute: (callable, options)}`` into ``{tool name: Tool}``."""
+    tools: Dict[str, Tool] = {}
+    origin: Dict[str, str] = {}
+    seen: Dict[int, str] = {}
+    for attr_name, (func, options) in members.items():
+        key = id(_underlying(func))
+        if key in seen:  # the same function under two attribute names
+            continue
+        seen[key] = attr_name
+        name = options.name or getattr(func, "__name__", attr_name)
+        if name in tools:
+            raise AdapterError(
+                f"duplicate tool name {name!r} in {owner}: "
+                f"both {origin[name]!r} and {attr_name!r} are registered under it"
+            )
+        tools[name] = make_tool(name, func, options)
+        origin[name] = attr_name
+    return tools
+
+
+def _underlying(func: Any) -> Any:
+    return getattr(func, "__func__", func)
+
+
+def _module_members(module: ModuleType) -> Dict[str, tuple[Any, ToolOptions]]:
+    members: Dict[str, tuple[Any, ToolOptions]] = {}
+    for attr_name, value in sorted(vars(module).items()):
+        options = tool_options(value)
+        if options is not None and callable(value) and not inspect.isclass(value):
+            members[attr_name] = (value, options)
+    return members
+
+
+def _instance_members(cls: type, instance: Any) -> Dict[str, tuple[Any, ToolOptions]]:
+    members: Dict[str, tuple[Any, ToolOptions]] = {}
+    for attr_name in sorted(dir(cls)):
+        try:
+            static = inspect.getattr_static(cls, attr_name)
+        except AttributeError:
+            continue
+        options = tool_options(static)
+        if options is None:
+            continue
+        bound = getattr(instance, attr_name)  # binds methods; properties are never tools
+        if not callable(bound):
+            continue
+        members[attr_name] = (bound, options)
+    return members
+
+
+def _resolve_attr(module: ModuleType, attr: str, spec: str) -> Any:
+    value: Any = module
+    for part in attr.split("."):
+        try:
+            value = getattr(value, part)
+        except AttributeError:
+            raise AdapterError(
+                f"adapter {spec!r}: module {module.__name__!r} has no attribute {attr!r}"
+            ) from None
+    return value
+
+
+def _require_tools(spec: str, tools: Mapping[str, Tool]) -> None:
+    if not tools:
+        raise AdapterError(
+            f"adapter {spec!r} exposes no tools: decorate functions with "
+            "@snakepit.tool, or name an adapter class as 'module:Class'"
+        )
+
+
+async def close_adapter(loaded: LoadedAdapter) -> None:
+    """Call the adapter instance's ``close()`` (plain or async) once, if any."""
+    instance = loaded.instance
+    close = getattr(instance, "close", None) if instance is not None else None
+    if close is None or not callable(close):
+        return
+    result = close()
+    if inspect.isawaitable(result):
+        await result

@@ -1,0 +1,214 @@
+"""Worker entry point: ``python -m snakepit.worker --adapter SPEC --socket PATH``.
+
+stdout carries exactly one protocol line (see snakepit.handshake): READY once
+the server listens, or BOOT-ERROR (exit code 78) when start-up fails. Logs go
+to stderr. After READY, stdout is only the tools' own ``print()`` output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import BinaryIO, Optional, Sequence, Tuple
+
+from snakepit import PROTOCOL_VERSION
+from snakepit.adapter import LoadedAdapter, load_adapter
+from snakepit.handshake import (
+    BOOT_ERROR_EXIT_CODE,
+    PARENT_GONE_EXIT_CODE,
+    boot_error_line,
+    emit,
+    ready_line,
+)
+from snakepit.logsetup import configure_logging
+
+# Named explicitly: under "python -m" __name__ is "__main__".
+logger = logging.getLogger("snakepit.worker")
+
+TOKEN_ENV = "SNAKEPIT_TOKEN"
+TRANSPORTS = ("grpc",)
+
+
+class BootError(Exception):
+    """The worker's own configuration is unusable."""
+
+
+@dataclass(frozen=True)
+class Options:
+    adapter: str
+    transport: str
+    socket: str
+    worker_id: str
+    run_id: str
+    capacity: int
+    watch_stdin: bool
+
+
+def _transport(value: str) -> str:
+    if value not in TRANSPORTS:
+        raise argparse.ArgumentTypeError(
+            f"unsupported transport {value!r}: only {', '.join(TRANSPORTS)!s} is supported"
+        )
+    return value
+
+
+def _capacity(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"capacity must be an integer, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"capacity must be at least 1, got {number}")
+    return number
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
+    parser = argparse.ArgumentParser(
+        prog="python -m snakepit.worker",
+        description="Serve a Python adapter's tools to the Snakepit Go runtime.",
+    )
+    parser.add_argument("--adapter", required=True, metavar="SPEC",
+                        help="'pkg.module' or 'pkg.module:ClassName'")
+    parser.add_argument("--transport", type=_transport, default="grpc",
+                        help="wire transport (only 'grpc')")
+    parser.add_argument("--socket", required=True, metavar="PATH",
+                        help="Unix socket path to listen on")
+    parser.add_argument("--worker-id", default="", metavar="ID", help="worker id for logs")
+    parser.add_argument("--run-id", default="", metavar="ID",
+                        help="id of the Go runtime run that owns this process")
+    parser.add_argument("--capacity", type=_capacity, default=1, metavar="N",
+                        help="how many calls to run at once (default 1)")
+    parser.add_argument("--watch-stdin", action="store_true",
+                        help="exit (code 70) when stdin reaches EOF, i.e. the parent died")
+    ns = parser.parse_args(argv)
+    return Options(
+        adapter=ns.adapter,
+        transport=ns.transport,
+        socket=ns.socket,
+        worker_id=ns.worker_id,
+        run_id=ns.run_id,
+        capacity=ns.capacity,
+        watch_stdin=ns.watch_stdin,
+    )
+
+
+def _watch_stdin(stream: BinaryIO) -> None:
+    try:
+        while stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536):
+            pass
+    except Exception:  # a broken stdin means the parent is gone too
+        pass
+    logger.warning("stdin closed: the parent process is gone; exiting")
+    for handler in logging.getLogger().handlers:
+        try:
+            handler.flush()
+        except Exception:
+            pass
+    os._exit(PARENT_GONE_EXIT_CODE)
+
+
+def start_stdin_watch() -> None:
+    stdin = sys.stdin
+    if stdin is None:
+        logger.warning("--watch-stdin given but there is no stdin; not watching")
+        return
+    thread = threading.Thread(
+        target=_watch_stdin, args=(stdin.buffer,), name="snakepit-stdin-watch", daemon=True
+    )
+    thread.start()
+
+
+def _take_token() -> str:
+    """Read the token and drop it from the environment tools and their children see."""
+    token = os.environ.pop(TOKEN_ENV, "")
+    if not token:
+        raise BootError(f"{TOKEN_ENV} is not set; the worker refuses to serve without a token")
+    return token
+
+
+def _boot_failed(exc: BaseException) -> int:
+    logger.error("worker failed to start: %s: %s", type(exc).__name__, exc)
+    emit(boot_error_line(exc), sys.stdout)
+    return BOOT_ERROR_EXIT_CODE
+
+
+async def _serve(
+    options: Options, adapter: LoadedAdapter, token: str, started: float
+) -> Tuple[int, int]:
+    """Run until shutdown. Returns (exit code, calls still running)."""
+    from snakepit.server import WorkerServer, max_message_bytes_from_env  # imports grpc
+
+    try:
+        server = WorkerServer(
+            adapter,
+            token,
+            capacity=options.capacity,
+            max_message_bytes=max_message_bytes_from_env(),
+            started_monotonic=started,
+        )
+        await server.start(options.socket)
+    except Exception as exc:
+        return _boot_failed(exc), 0
+    server.install_signal_handlers()
+    emit(ready_line(options.transport, PROTOCOL_VERSION), sys.stdout)
+    _line_buffer_stdout()
+    logger.info(
+        "worker %s ready: adapter %r, tools [%s], capacity %d, socket %s, pid %d, run %s",
+        options.worker_id or "-", adapter.spec, ", ".join(adapter.tool_names()),
+        options.capacity, options.socket, os.getpid(), options.run_id or "-",
+    )
+    await server.wait_stopped()
+    left = server.in_flight
+    logger.info("worker %s stopped", options.worker_id or "-")
+    return 0, left
+
+
+def _line_buffer_stdout() -> None:
+    """Let tools' print() output reach the parent line by line."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if callable(reconfigure):
+        try:
+            reconfigure(line_buffering=True)
+        except Exception:
+            pass
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    started = time.monotonic()
+    options = parse_args(argv)
+    configure_logging()
+    if options.watch_stdin:
+        start_stdin_watch()
+    logger.debug(
+        "starting worker %s (run %s): adapter %r", options.worker_id or "-",
+        options.run_id or "-", options.adapter,
+    )
+    try:
+        token = _take_token()
+        adapter = load_adapter(options.adapter)
+    except BaseException as exc:  # noqa: B036 - SystemExit from an import is a boot error too
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        return _boot_failed(exc)
+
+    code, left = asyncio.run(_serve(options, adapter, token, started))
+    if code != 0:
+        return code
+    if left:
+        # A tool thread outlived the grace period; the interpreter would wait
+        # for it at exit, so leave without running exit handlers.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

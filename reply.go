@@ -1,0 +1,59 @@
+package snakepit
+
+import (
+	"context"
+	"fmt"
+	"syscall"
+
+	apb "github.com/snakepit-go/snakepit/actors/pb"
+	wpb "github.com/snakepit-go/snakepit/pyworker/pb"
+)
+
+// decodeReply turns a pool's reply into a Result or a typed error.
+func decodeReply(pool, tool string, r *apb.CallReply) (*Result, error) {
+	if f := r.GetFailure(); f != nil {
+		return nil, failureError(pool, tool, r.GetWorkerId(), f)
+	}
+	rep := r.GetReply()
+	if e := rep.GetError(); e != nil {
+		return nil, pythonFailure(pool, tool, r.GetWorkerId(), e)
+	}
+	if raw, ok := rep.GetOutcome().(*wpb.ExecuteReply_ResultRaw); ok {
+		return &Result{raw: raw.ResultRaw, isRaw: true, worker: r.GetWorkerId()}, nil
+	}
+	return &Result{json: rep.GetResultJson(), worker: r.GetWorkerId()}, nil
+}
+
+func failureError(pool, tool, worker string, f *apb.Failure) error {
+	switch f.GetCode() {
+	case apb.Failure_CODE_SATURATED:
+		return callError(pool, tool, ErrPoolSaturated, f.GetMessage()+": retry later, add workers (PoolConfig.Size) or raise PoolConfig.QueueSize")
+	case apb.Failure_CODE_WORKER_CRASHED:
+		return &WorkerCrashedError{Pool: pool, Tool: tool, Worker: worker, Stderr: f.GetStderrTail(),
+			Exit: ExitStatus{Code: int(f.GetExitCode()), Signal: syscall.Signal(f.GetSignal())}}
+	case apb.Failure_CODE_DEADLINE:
+		return fmt.Errorf("snakepit: %s.%s: %s: %w", pool, tool, f.GetMessage(), context.DeadlineExceeded)
+	case apb.Failure_CODE_CANCELLED:
+		return fmt.Errorf("snakepit: %s.%s: %s: %w", pool, tool, f.GetMessage(), context.Canceled)
+	case apb.Failure_CODE_POOL_UNAVAILABLE:
+		return callError(pool, tool, ErrPoolUnavailable, f.GetMessage())
+	default:
+		return callError(pool, tool, ErrTransport, f.GetMessage())
+	}
+}
+
+func pythonFailure(pool, tool, worker string, e *wpb.ErrorInfo) error {
+	switch e.GetKind() {
+	case wpb.ErrorInfo_KIND_UNKNOWN_TOOL:
+		return callError(pool, tool, ErrUnknownTool, e.GetMessage())
+	case wpb.ErrorInfo_KIND_BAD_ARGUMENTS:
+		return callError(pool, tool, ErrBadArguments, e.GetMessage())
+	case wpb.ErrorInfo_KIND_UNENCODABLE_RESULT:
+		return callError(pool, tool, ErrUnencodableResult, e.GetMessage())
+	case wpb.ErrorInfo_KIND_DEADLINE_EXCEEDED:
+		return fmt.Errorf("snakepit: %s.%s: %s: %w", pool, tool, e.GetMessage(), context.DeadlineExceeded)
+	case wpb.ErrorInfo_KIND_SHUTTING_DOWN:
+		return callError(pool, tool, ErrPoolUnavailable, "worker "+worker+" is shutting down")
+	}
+	return &PythonError{Pool: pool, Tool: tool, Worker: worker, Type: e.GetType(), Message: e.GetMessage(), Traceback: e.GetTraceback()}
+}

@@ -1,0 +1,240 @@
+package snakepit
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/snakepit-go/snakepit/actors"
+	apb "github.com/snakepit-go/snakepit/actors/pb"
+	"github.com/snakepit-go/snakepit/profiles"
+	"github.com/snakepit-go/snakepit/pyworker"
+	wpb "github.com/snakepit-go/snakepit/pyworker/pb"
+	"github.com/snakepit-go/snakepit/telemetry"
+)
+
+// Runtime owns the pools of Python workers started from one Config.
+type Runtime struct {
+	cfg    Config
+	log    hclog.Logger
+	system *actor.ActorSystem
+	pools  map[string]*actor.PID
+	names  []string
+	procs  *pyworker.ProcessSet
+	runDir string
+	pkgDir string
+	runID  string
+	token  string
+
+	seq      atomic.Uint64
+	stopping atomic.Bool
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// Start validates cfg, starts every pool and returns once every worker has
+// answered its first health check. If any worker cannot boot, Start stops
+// what it started and returns an error carrying the Python traceback
+// (errors.Is(err, ErrBootFailed)).
+func Start(ctx context.Context, cfg Config) (*Runtime, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	rt := &Runtime{cfg: cfg, log: cfg.Logger, pools: map[string]*actor.PID{}, procs: pyworker.NewProcessSet()}
+	if err := rt.prepare(); err != nil {
+		return nil, err
+	}
+	rt.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+		return telemetry.SlogToHclog(rt.log.Named("actor"))
+	}))
+	for _, p := range cfg.Pools {
+		if err := rt.startPool(ctx, p); err != nil {
+			rt.abort()
+			return nil, err
+		}
+	}
+	if err := rt.awaitReady(ctx); err != nil {
+		rt.abort()
+		return nil, err
+	}
+	rt.log.Info("runtime started", "pools", strings.Join(rt.names, ","), "run_id", rt.runID)
+	return rt, nil
+}
+
+// prepare makes the private run directory, the token and the run id.
+func (rt *Runtime) prepare() error {
+	dir, err := os.MkdirTemp(rt.cfg.RuntimeDir, "snakepit-")
+	if err != nil {
+		return fmt.Errorf("snakepit: make the runtime directory (Config.RuntimeDir): %w", err)
+	}
+	rt.runDir = dir
+	rt.runID, rt.token = randomHex(8), randomHex(32)
+	if rt.pkgDir, err = pyworker.InstallPackage(dir); err != nil {
+		_ = os.RemoveAll(dir)
+		return fmt.Errorf("snakepit: install the worker package in %s: %w", dir, err)
+	}
+	return nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func (rt *Runtime) startPool(ctx context.Context, p PoolConfig) error {
+	transport := pyworker.GRPC{}
+	interp, err := pyworker.FindInterpreter(ctx, p.Python, transport.RequiredModules())
+	if err != nil {
+		return fmt.Errorf("snakepit: pool %q: %w", p.Name, err)
+	}
+	profile, _ := profiles.Lookup(p.Profile) // validated
+	shape := profile.Shape(profiles.Settings{})
+	log := rt.log.Named(p.Name)
+	settings := actors.PoolSettings{
+		Name: p.Name, Size: p.Size, QueueSize: p.QueueSize, Restart: p.Restart, Logger: log,
+		Worker: actors.WorkerSettings{
+			Spec: pyworker.Spec{
+				Adapter: p.Adapter, Interpreter: interp, Transport: transport, RunDir: rt.runDir,
+				PackageDir: rt.pkgDir, PythonPath: p.PythonPath, Env: envList(p.Env, shape.Env), Dir: p.Dir,
+				RunID: rt.runID, Token: rt.token, Capacity: shape.Capacity,
+				MaxMessageBytes: rt.cfg.MaxMessageBytes, Processes: rt.procs,
+			},
+			StartTimeout: p.StartTimeout, ShutdownGrace: rt.cfg.ShutdownGrace, KillAfter: rt.cfg.KillAfter,
+		},
+	}
+	pid, err := rt.system.Root.SpawnNamed(actors.NewPoolProps(settings), "pool-"+p.Name)
+	if err != nil {
+		return fmt.Errorf("snakepit: spawn pool %q: %w", p.Name, err)
+	}
+	rt.pools[p.Name] = pid
+	rt.names = append(rt.names, p.Name)
+	return nil
+}
+
+func envList(m map[string]string, extra []string) []string {
+	out := append([]string(nil), extra...)
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		out = append(out, k+"="+m[k])
+	}
+	return out
+}
+
+// awaitReady waits until every pool reports all its workers ready.
+func (rt *Runtime) awaitReady(ctx context.Context) error {
+	var errs []error
+	for _, name := range rt.names {
+		reply, err := rt.ask(ctx, rt.pools[name], &actors.AwaitReady{})
+		if err != nil {
+			return fmt.Errorf("snakepit: waiting for pool %q to start: %w", name, err)
+		}
+		if r := reply.(*actors.ReadyReply); r.Err != nil {
+			errs = append(errs, r.Err)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("snakepit: start: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// ask sends msg to pid and waits for the first reply or ctx.
+func (rt *Runtime) ask(ctx context.Context, pid *actor.PID, msg any) (any, error) {
+	box := actors.NewReplyBox(rt.system)
+	defer box.Release()
+	rt.system.Root.RequestWithCustomSender(pid, msg, box.PID())
+	select {
+	case r := <-box.C():
+		return r, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// abort tears down a Start that failed half-way.
+func (rt *Runtime) abort() {
+	ctx, cancel := context.WithTimeout(context.Background(), rt.cfg.ShutdownGrace+rt.cfg.KillAfter+time.Second)
+	defer cancel()
+	rt.stopping.Store(true)
+	_ = rt.shutdown(ctx)
+}
+
+// Call runs tool in one of pool's workers with args (nil, a map with string
+// keys or a struct; []byte values of a map[string]any travel as raw bytes)
+// and returns its result. It ends within ctx's deadline, or
+// Config.CallTimeout when ctx has none, with a result or an error matching
+// one of: *PythonError, ErrUnknownPool, ErrUnknownTool, ErrBadArguments,
+// ErrUnencodableResult, ErrPoolSaturated, ErrWorkerCrashed
+// (*WorkerCrashedError), ErrPoolUnavailable, ErrTransport, ErrStopped, or
+// the context's error.
+func (rt *Runtime) Call(ctx context.Context, pool, tool string, args any) (*Result, error) {
+	if rt.stopping.Load() {
+		return nil, callError(pool, tool, ErrStopped, "")
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("snakepit: %s.%s: %w", pool, tool, err)
+	}
+	pid, ok := rt.pools[pool]
+	if !ok {
+		return nil, callError(pool, tool, ErrUnknownPool, "configured pools: "+strings.Join(rt.names, ", "))
+	}
+	if tool == "" {
+		return nil, callError(pool, tool, ErrUnknownTool, "the tool name is empty")
+	}
+	argsJSON, binary, err := encodeArgs(args)
+	if err != nil {
+		return nil, callError(pool, tool, ErrBadArguments, err.Error())
+	}
+	if _, has := ctx.Deadline(); !has {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, rt.cfg.CallTimeout)
+		defer cancel()
+	}
+	deadline, _ := ctx.Deadline()
+	req := &apb.CallRequest{Execute: &wpb.ExecuteRequest{
+		RequestId: rt.runID + "-" + strconv.FormatUint(rt.seq.Add(1), 36), Tool: tool,
+		ArgsJson: argsJSON, BinaryArgs: binary, DeadlineUnixNano: deadline.UnixNano(),
+	}}
+	return rt.roundTrip(ctx, pid, pool, req)
+}
+
+func (rt *Runtime) roundTrip(ctx context.Context, pid *actor.PID, pool string, req *apb.CallRequest) (*Result, error) {
+	box := actors.NewReplyBox(rt.system)
+	defer box.Release()
+	rt.system.Root.RequestWithCustomSender(pid, req, box.PID())
+	tool := req.GetExecute().GetTool()
+	select {
+	case r := <-box.C():
+		reply, ok := r.(*apb.CallReply)
+		if !ok {
+			return nil, callError(pool, tool, ErrTransport, fmt.Sprintf("unexpected reply %T", r))
+		}
+		return decodeReply(pool, tool, reply)
+	case <-ctx.Done():
+		rt.system.Root.Send(pid, &apb.CancelCall{RequestId: req.GetExecute().GetRequestId()})
+		return nil, fmt.Errorf("snakepit: %s.%s: %w", pool, tool, ctx.Err())
+	}
+}
+
+// RunID is the random id of this runtime; every worker process carries it
+// in its command line (--run-id), so its processes can be found in /proc.
+func (rt *Runtime) RunID() string { return rt.runID }
