@@ -43,4 +43,4 @@ func (p boxProcess) SendUserMessage(_ *actor.PID, message any) {
 	}
 }
 func (boxProcess) SendSystemMessage(*actor.PID, any) {}
-func (boxProcess) Stop(*actor.PID)                  {}
+func (boxProcess) Stop(*actor.PID)                   {}

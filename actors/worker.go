@@ -10,8 +10,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	apb "github.com/snakepit-go/snakepit/actors/pb"
-	wpb "github.com/snakepit-go/snakepit/pyworker/pb"
 	"github.com/snakepit-go/snakepit/pyworker"
+	wpb "github.com/snakepit-go/snakepit/pyworker/pb"
 )
 
 // WorkerSettings are shared by every worker of a pool.

@@ -117,10 +117,10 @@ func (p *osProcess) reap() {
 	close(p.done)
 }
 
-func (p *osProcess) Pid() int                { return p.cmd.Process.Pid }
-func (p *osProcess) Done() <-chan struct{}    { return p.done }
-func (p *osProcess) Status() ExitStatus       { <-p.done; return p.status }
-func (p *osProcess) CloseStdin()              { p.closeIn.Do(func() { _ = p.stdin.Close() }) }
+func (p *osProcess) Pid() int              { return p.cmd.Process.Pid }
+func (p *osProcess) Done() <-chan struct{} { return p.done }
+func (p *osProcess) Status() ExitStatus    { <-p.done; return p.status }
+func (p *osProcess) CloseStdin()           { p.closeIn.Do(func() { _ = p.stdin.Close() }) }
 func (p *osProcess) SignalGroup(sig syscall.Signal) error {
 	select {
 	case <-p.done:

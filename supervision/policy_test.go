@@ -46,8 +46,8 @@ func TestDecideIntensity(t *testing.T) {
 	}{
 		{0, "a", true, 100 * time.Millisecond},
 		{time.Second, "a", true, 200 * time.Millisecond},
-		{time.Second, "b", true, 100 * time.Millisecond}, // backoff is per child
-		{time.Second, "c", false, 0},                     // 4th within 10s: give up
+		{time.Second, "b", true, 100 * time.Millisecond},     // backoff is per child
+		{time.Second, "c", false, 0},                         // 4th within 10s: give up
 		{9 * time.Second, "c", true, 100 * time.Millisecond}, // the first two aged out
 	}
 	for i, st := range steps {
