@@ -88,10 +88,10 @@ type PoolConfig struct {
 	// check, including the adapter's import. Default 60s.
 	StartTimeout time.Duration
 
-	// Restart is the supervision policy of the pool's workers: restart
-	// intensity (MaxRestarts within Period, defaults 10 within 60s) and the
-	// backoff between restarts (InitialBackoff 100ms doubling to MaxBackoff
-	// 10s, ±Jitter 0.2). When the intensity is exceeded the pool fails.
+	// Restart is the supervision policy of the pool's workers: a worker whose
+	// process dies is restarted after a backoff that doubles with each recent
+	// restart; more than MaxRestarts restarts within Period fail the pool.
+	// Default: 10 restarts within 60s, backoff 100ms doubling to 10s, ±20% jitter.
 	Restart RestartPolicy
 }
 

@@ -132,9 +132,13 @@ func (w *workerActor) execute(ctx actor.Context, d *dispatch) {
 	cctx, cancel := callContext(req.GetDeadlineUnixNano())
 	w.inflight[req.GetRequestId()] = cancel
 	self, root, gen, h, id := ctx.Self(), ctx.ActorSystem().Root, w.gen, w.h, w.slot.id
+	// A crash is told to the pool before the caller hears of it, so that a
+	// caller never sees the pool route to a worker it knows is dead.
+	parent := ctx.Parent()
+	down := func() { root.Send(parent, &workerDown{worker: self, gen: gen}) }
 	go func() {
 		defer cancel()
-		reply := runCall(cctx, h, req)
+		reply := runCall(cctx, h, req, down)
 		reply.WorkerId = id
 		root.Send(d.caller, reply)
 		root.Send(self, &callDone{gen: gen, id: req.GetRequestId()})
@@ -149,18 +153,18 @@ func callContext(deadlineUnixNano int64) (context.Context, context.CancelFunc) {
 }
 
 // runCall executes req and turns every way it can end into a CallReply.
-func runCall(ctx context.Context, h *pyworker.Handle, req *wpb.ExecuteRequest) *apb.CallReply {
+func runCall(ctx context.Context, h *pyworker.Handle, req *wpb.ExecuteRequest, down func()) *apb.CallReply {
 	out := &apb.CallReply{RequestId: req.GetRequestId()}
 	reply, err := h.Conn.Execute(ctx, req)
 	if err == nil {
 		out.Reply = reply
 		return out
 	}
-	out.Failure = classifyFailure(ctx, h, err)
+	out.Failure = classifyFailure(ctx, h, err, down)
 	return out
 }
 
-func classifyFailure(ctx context.Context, h *pyworker.Handle, err error) *apb.Failure {
+func classifyFailure(ctx context.Context, h *pyworker.Handle, err error, down func()) *apb.Failure {
 	switch {
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		return &apb.Failure{Code: apb.Failure_CODE_DEADLINE, Message: "deadline exceeded while the worker ran the call"}
@@ -171,6 +175,7 @@ func classifyFailure(ctx context.Context, h *pyworker.Handle, err error) *apb.Fa
 	defer t.Stop()
 	select {
 	case <-h.Proc.Done():
+		down()
 		st := h.Proc.Status()
 		return &apb.Failure{Code: apb.Failure_CODE_WORKER_CRASHED, Message: st.String(),
 			ExitCode: int32(st.Code), Signal: int32(st.Signal), StderrTail: h.StderrTail()}

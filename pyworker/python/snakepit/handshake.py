@@ -24,6 +24,10 @@ BOOT_ERROR_EXIT_CODE = 78
 #: EX_SOFTWARE: --watch-stdin saw EOF, the parent is gone.
 PARENT_GONE_EXIT_CODE = 70
 
+class BootError(Exception):
+    """The worker's own configuration (not the adapter) is unusable."""
+
+
 # Keep the BOOT-ERROR line well under the 64 KiB the Go side reads per line.
 _MAX_MESSAGE_CHARS = 8 * 1024
 _MAX_TRACEBACK_CHARS = 40 * 1024

@@ -22,6 +22,7 @@ from snakepit.adapter import LoadedAdapter, load_adapter
 from snakepit.handshake import (
     BOOT_ERROR_EXIT_CODE,
     PARENT_GONE_EXIT_CODE,
+    BootError,
     boot_error_line,
     emit,
     ready_line,
@@ -33,10 +34,6 @@ logger = logging.getLogger("snakepit.worker")
 
 TOKEN_ENV = "SNAKEPIT_TOKEN"
 TRANSPORTS = ("grpc",)
-
-
-class BootError(Exception):
-    """The worker's own configuration is unusable."""
 
 
 @dataclass(frozen=True)

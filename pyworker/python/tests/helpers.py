@@ -19,6 +19,8 @@ from typing import IO, Any, Callable, Dict, List, Mapping, Optional, Sequence, T
 PY_ROOT = Path(__file__).resolve().parents[1]
 REPO_ROOT = PY_ROOT.parents[1]
 ADAPTER_DIR = REPO_ROOT / "testdata" / "pyadapters"
+#: Test-only adapters (gate_tools).
+TEST_ADAPTER_DIR = Path(__file__).resolve().parent / "adapters"
 
 READY_PREFIX = "SNAKEPIT-READY "
 BOOT_ERROR_PREFIX = "SNAKEPIT-BOOT-ERROR "
@@ -58,7 +60,7 @@ class WorkerProcess:
         full_env.pop("PYTHONUNBUFFERED", None)
         full_env["PYTHONDONTWRITEBYTECODE"] = "1"
         full_env["PYTHONPATH"] = os.pathsep.join(
-            [str(PY_ROOT), str(REPO_ROOT), str(ADAPTER_DIR)]
+            [str(PY_ROOT), str(REPO_ROOT), str(ADAPTER_DIR), str(TEST_ADAPTER_DIR)]
         )
         full_env["SNAKEPIT_TOKEN"] = self.token
         full_env.update(env or {})

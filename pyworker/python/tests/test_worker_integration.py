@@ -14,11 +14,13 @@ import sysconfig
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Callable
 
 import grpc
 import pytest
 
+import snakepit
 from helpers import WorkerProcess
 from snakepit.v1 import worker_pb2
 
@@ -78,7 +80,7 @@ def test_boot_errors(spawn: Spawn, adapter: str, error_type: str, needle: str) -
     assert worker.next_stdout_line() is None  # exactly one line on stdout
 
 
-def test_boot_error_in_class_init(spawn: Spawn, tmp_path: "os.PathLike[str]") -> None:
+def test_boot_error_in_class_init(spawn: Spawn, tmp_path: Path) -> None:
     module = os.path.join(str(tmp_path), "init_fails.py")
     with open(module, "w") as fh:
         fh.write(
@@ -141,6 +143,7 @@ def test_stale_socket_file_is_replaced(spawn: Spawn) -> None:
 def test_missing_token_is_a_boot_error(spawn: Spawn) -> None:
     worker = spawn("examples.textstats", env={"SNAKEPIT_TOKEN": ""})
     payload = worker.wait_boot_error()
+    assert payload["type"] == "snakepit.handshake.BootError"
     assert "SNAKEPIT_TOKEN" in payload["message"]
     assert worker.wait_exit() == 78
 
@@ -275,6 +278,7 @@ def test_health(textstats: WorkerProcess) -> None:
     reply = textstats.stub.Health(worker_pb2.HealthRequest(), metadata=textstats.metadata())
     assert reply.ok
     assert reply.protocol_version == worker_pb2.PROTOCOL_VERSION_CURRENT
+    assert reply.protocol_version == snakepit.PROTOCOL_VERSION
     assert reply.pid == textstats.proc.pid
 
 
@@ -297,16 +301,17 @@ def test_stats(textstats: WorkerProcess) -> None:
     assert stats.uptime_seconds > 0
 
 
-def test_capacity_runs_sync_calls_in_parallel(spawn: Spawn) -> None:
-    worker = spawn("echo_tools", capacity=4)
+def test_capacity_runs_sync_calls_in_parallel(spawn: Spawn, tmp_path: Path) -> None:
+    worker = spawn("gate_tools", capacity=4)
     worker.wait_ready()
     with ThreadPoolExecutor(max_workers=4) as pool:
-        futures = [pool.submit(worker.execute, "sleep", {"seconds": 0.5}) for _ in range(4)]
-        # all four are in flight at once
-        wait_for(lambda: worker.stats().in_flight == 4)
+        futures = [pool.submit(worker.execute, "gather",
+                               {"directory": str(tmp_path), "n": 4}, timeout=30)
+                   for _ in range(4)]
         replies = [f.result() for f in futures]
-    assert [json.loads(r.result_json) for r in replies] == [0.5] * 4
+    assert [json.loads(r.result_json) for r in replies] == [4] * 4
     assert worker.stats().in_flight == 0
+    assert worker.stats().requests_served == 4
 
 
 # ---------------------------------------------------------- class adapter
@@ -348,19 +353,21 @@ def test_echo_tools(spawn: Spawn) -> None:
     assert big.result_raw == b"x" * (8 * 1024 * 1024)
 
 
-def test_deadline_during_call(spawn: Spawn) -> None:
-    worker = spawn("echo_tools", capacity=2)
+def test_deadline_during_call(spawn: Spawn, tmp_path: Path) -> None:
+    worker = spawn("gate_tools", capacity=2)
     worker.wait_ready()
-    started = time.monotonic()
-    reply = worker.execute("asleep", {"seconds": 30},
-                           deadline_unix_nano=time.time_ns() + 200_000_000)
+    gate = str(tmp_path / "open")
+    reply = worker.execute("ablock_until", {"path": gate},
+                           deadline_unix_nano=time.time_ns() + 100_000_000)
     assert reply.error.kind == Kind.KIND_DEADLINE_EXCEEDED
-    reply = worker.execute("sleep", {"seconds": 1.5},
-                           deadline_unix_nano=time.time_ns() + 200_000_000)
+    assert "cancelled" in reply.error.message
+    assert worker.stats().in_flight == 0  # the async tool was cancelled
+    reply = worker.execute("block_until", {"path": gate},
+                           deadline_unix_nano=time.time_ns() + 100_000_000)
     assert reply.error.kind == Kind.KIND_DEADLINE_EXCEEDED
-    assert time.monotonic() - started < 1.5
-    # the sync tool's thread still counts until it returns
+    # A thread cannot be stopped: the call counts as in flight until it returns.
     assert worker.stats().in_flight == 1
+    open(gate, "w").close()
     wait_for(lambda: worker.stats().in_flight == 0)
 
 
@@ -396,20 +403,23 @@ def test_shutdown_rpc_exits_zero(spawn: Spawn) -> None:
     assert not os.path.exists(worker.socket)
 
 
-def test_shutdown_waits_for_in_flight_calls(spawn: Spawn) -> None:
-    worker = spawn("echo_tools", capacity=2)
+def test_shutdown_waits_for_in_flight_calls(spawn: Spawn, tmp_path: Path) -> None:
+    worker = spawn("gate_tools", capacity=2)
     worker.wait_ready()
+    gate = str(tmp_path / "open")
     with ThreadPoolExecutor(max_workers=2) as pool:
-        slow = pool.submit(worker.execute, "asleep", {"seconds": 0.5})
+        blocked = pool.submit(worker.execute, "ablock_until", {"path": gate}, timeout=30)
         wait_for(lambda: worker.stats().in_flight == 1)
-        reply = worker.stub.Shutdown(worker_pb2.ShutdownRequest(grace_ms=10_000),
+        reply = worker.stub.Shutdown(worker_pb2.ShutdownRequest(grace_ms=20_000),
                                      metadata=worker.metadata(), timeout=5)
         assert reply.in_flight == 1
-        late = worker.execute("echo", {"value": 1})
+        late = worker.execute("block_until", {"path": gate})
         assert late.error.kind == Kind.KIND_SHUTTING_DOWN
         health = worker.stub.Health(worker_pb2.HealthRequest(), metadata=worker.metadata())
         assert health.ok is False
-        assert json.loads(slow.result().result_json) == 0.5
+        assert worker.proc.poll() is None  # still draining
+        open(gate, "w").close()
+        assert blocked.result().result_json == b"true"
     assert worker.wait_exit() == 0
 
 

@@ -1,0 +1,375 @@
+// Package harness is the setup shared by the call benchmarks (the
+// bench/callbench program and the Go benchmarks in bench): it starts a
+// snakepit.Runtime serving the echo test adapter and, beside it, "raw"
+// Python workers launched exactly as the runtime launches its own, reached by
+// a plain gRPC client that involves no actor. It also measures a stream of
+// calls and summarises the latencies.
+package harness
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	goruntime "runtime"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/snakepit-go/snakepit"
+	"github.com/snakepit-go/snakepit/profiles"
+	"github.com/snakepit-go/snakepit/pyworker"
+	"github.com/snakepit-go/snakepit/pyworker/pb"
+)
+
+// Adapter is the Python test adapter every worker serves.
+const Adapter = "echo_tools"
+
+// CallTimeout is the deadline given to every call on both paths; it is the
+// runtime's default (Config.CallTimeout), which Runtime.Call applies to a
+// context without a deadline.
+const CallTimeout = snakepit.DefaultCallTimeout
+
+// Payload is what one benchmarked call sends and expects back.
+type Payload struct {
+	Name string // "100B", "1MiB"
+	Tool string // echo_tools tool
+	Size int    // bytes sent (and returned)
+
+	args     map[string]any    // Runtime.Call arguments
+	argsJSON []byte            // the same arguments as the runtime encodes them ...
+	binary   map[string][]byte // ... for the raw request
+	want     []byte            // the exact reply payload
+	raw      bool              // the reply is result_raw (else result_json)
+}
+
+// Payload100B echoes a 100-byte ASCII string through echo(value), as JSON
+// both ways. Payload1MiB echoes 1 MiB through echo_bytes(data), as raw bytes
+// both ways (ExecuteRequest.binary_args, ExecuteReply.result_raw).
+var (
+	Payload100B = jsonPayload("100B", strings.Repeat("0123456789", 10))
+	Payload1MiB = bytesPayload("1MiB", 1<<20)
+)
+
+// Payloads are all payloads, by Name.
+var Payloads = map[string]Payload{Payload100B.Name: Payload100B, Payload1MiB.Name: Payload1MiB}
+
+func jsonPayload(name, s string) Payload {
+	argsJSON, _ := json.Marshal(map[string]any{"value": s})
+	want, _ := json.Marshal(s)
+	return Payload{Name: name, Tool: "echo", Size: len(s), args: map[string]any{"value": s},
+		argsJSON: argsJSON, want: want}
+}
+
+func bytesPayload(name string, n int) Payload {
+	data := make([]byte, n)
+	for i := range data {
+		data[i] = byte(i*7 + i>>8)
+	}
+	return Payload{Name: name, Tool: "echo_bytes", Size: n, args: map[string]any{"data": data},
+		argsJSON: []byte("{}"), binary: map[string][]byte{"data": data}, want: data, raw: true}
+}
+
+// Options configure Start.
+type Options struct {
+	// PoolSizes: one runtime pool per size, named PoolName(size).
+	PoolSizes []int
+	// RawWorkers is how many raw workers to start.
+	RawWorkers int
+	// AdapterDir holds echo_tools.py. Default: testdata/pyadapters of this
+	// module's source tree.
+	AdapterDir string
+	// Logger gets the runtime's and the workers' logs. Default: warnings and
+	// errors to stderr.
+	Logger hclog.Logger
+}
+
+// Env is a started runtime plus raw workers. Close it.
+type Env struct {
+	Runtime     *snakepit.Runtime
+	Raw         []*RawWorker
+	Interpreter pyworker.Interpreter
+	GRPCVersion string // grpcio.__version__ of the workers' interpreter
+	PBVersion   string // google.protobuf.__version__
+
+	pools []string
+	dir   string
+	procs *pyworker.ProcessSet
+	seq   atomic.Uint64
+}
+
+// RawWorker is a Python worker process started by pyworker.Launch, and a gRPC
+// client of its own dialled to its socket.
+type RawWorker struct {
+	Socket string
+	handle *pyworker.Handle
+	cc     *grpc.ClientConn
+	client pb.WorkerClient
+	md     metadata.MD
+}
+
+// PoolName is the runtime pool of the given size.
+func PoolName(size int) string { return "size" + strconv.Itoa(size) }
+
+// ErrNoPython is matched (errors.Is) by Start's error when no interpreter
+// with grpcio and protobuf exists; benchmarks skip on it.
+var ErrNoPython = pyworker.ErrNoPython
+
+// Start starts the runtime and the raw workers and checks that one call of
+// every payload round-trips intact on both paths.
+func Start(ctx context.Context, o Options) (*Env, error) {
+	if o.AdapterDir == "" {
+		o.AdapterDir = DefaultAdapterDir()
+	}
+	if _, err := os.Stat(filepath.Join(o.AdapterDir, Adapter+".py")); err != nil {
+		return nil, fmt.Errorf("harness: the echo adapter: %w", err)
+	}
+	if o.Logger == nil {
+		o.Logger = hclog.New(&hclog.LoggerOptions{Name: "bench", Level: hclog.Warn, Output: os.Stderr})
+	}
+	interp, err := pyworker.FindInterpreter(ctx, "", pyworker.GRPC{}.RequiredModules())
+	if err != nil {
+		return nil, fmt.Errorf("harness: %w", err)
+	}
+	e := &Env{Interpreter: interp, procs: pyworker.NewProcessSet()}
+	e.GRPCVersion, e.PBVersion = moduleVersions(ctx, interp.Path)
+
+	var pools []snakepit.PoolConfig
+	for _, size := range o.PoolSizes {
+		pools = append(pools, snakepit.PoolConfig{Name: PoolName(size), Adapter: Adapter, Size: size,
+			PythonPath: []string{o.AdapterDir}})
+		e.pools = append(e.pools, PoolName(size))
+	}
+	if len(pools) > 0 {
+		if e.Runtime, err = snakepit.Start(ctx, snakepit.Config{Pools: pools, Logger: o.Logger}); err != nil {
+			return nil, fmt.Errorf("harness: start the runtime: %w", err)
+		}
+	}
+	if err := e.startRaw(ctx, o); err != nil {
+		e.Close()
+		return nil, err
+	}
+	if err := e.verify(ctx); err != nil {
+		e.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
+// startRaw launches the raw workers with the Spec the runtime would build for
+// a pool of the default ("process") profile.
+func (e *Env) startRaw(ctx context.Context, o Options) error {
+	if o.RawWorkers == 0 {
+		return nil
+	}
+	var err error
+	if e.dir, err = os.MkdirTemp("", "snakepit-bench-"); err != nil {
+		return fmt.Errorf("harness: %w", err)
+	}
+	pkgDir, err := pyworker.InstallPackage(e.dir)
+	if err != nil {
+		return fmt.Errorf("harness: install the worker package: %w", err)
+	}
+	profile, err := profiles.Lookup("")
+	if err != nil {
+		return fmt.Errorf("harness: %w", err)
+	}
+	shape := profile.Shape(profiles.Settings{})
+	runID, token := randomHex(8), randomHex(32)
+	for i := 0; i < o.RawWorkers; i++ {
+		// One run directory per worker, so its socket is the only one in it.
+		runDir := filepath.Join(e.dir, "raw"+strconv.Itoa(i))
+		if err := os.Mkdir(runDir, 0o700); err != nil {
+			return fmt.Errorf("harness: %w", err)
+		}
+		id := "raw-" + strconv.Itoa(i)
+		spec := pyworker.Spec{
+			ID: id, Adapter: Adapter, Interpreter: e.Interpreter, Transport: pyworker.GRPC{},
+			RunDir: runDir, PackageDir: pkgDir, PythonPath: []string{o.AdapterDir}, Env: shape.Env,
+			RunID: runID, Token: token, Capacity: shape.Capacity,
+			MaxMessageBytes: snakepit.DefaultMaxMessageBytes, Logger: o.Logger.Named(id), Processes: e.procs,
+		}
+		lctx, cancel := context.WithTimeout(ctx, snakepit.DefaultStartTimeout)
+		h, err := pyworker.Launch(lctx, spec)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("harness: launch raw worker %d: %w", i, err)
+		}
+		w := &RawWorker{handle: h, md: metadata.Pairs(pyworker.TokenMetadataKey, token)}
+		e.Raw = append(e.Raw, w)
+		socks, _ := filepath.Glob(filepath.Join(runDir, "*.sock"))
+		if len(socks) != 1 {
+			return fmt.Errorf("harness: raw worker %d: expected one socket in %s, found %d", i, runDir, len(socks))
+		}
+		w.Socket = socks[0]
+		w.cc, err = grpc.NewClient("unix://"+w.Socket,
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(
+				grpc.MaxCallRecvMsgSize(snakepit.DefaultMaxMessageBytes),
+				grpc.MaxCallSendMsgSize(snakepit.DefaultMaxMessageBytes)))
+		if err != nil {
+			return fmt.Errorf("harness: dial raw worker %d: %w", i, err)
+		}
+		w.client = pb.NewWorkerClient(w.cc)
+	}
+	return nil
+}
+
+// verify makes one call per payload on every pool and raw worker and checks
+// the reply byte for byte.
+func (e *Env) verify(ctx context.Context) error {
+	for _, p := range []Payload{Payload100B, Payload1MiB} {
+		if e.Runtime != nil {
+			for _, h := range e.pools {
+				res, err := e.Runtime.Call(ctx, h, p.Tool, p.args)
+				if err != nil {
+					return fmt.Errorf("harness: verify %s on pool %s: %w", p.Name, h, err)
+				}
+				got := res.JSON()
+				if p.raw {
+					got, _ = res.Bytes()
+				}
+				if !bytes.Equal(got, p.want) {
+					return fmt.Errorf("harness: verify %s on pool %s: the echo differs", p.Name, h)
+				}
+			}
+		}
+		for i, w := range e.Raw {
+			reply, err := e.rawExecute(ctx, w, p)
+			if err != nil {
+				return fmt.Errorf("harness: verify %s on raw worker %d: %w", p.Name, i, err)
+			}
+			got := reply.GetResultJson()
+			if p.raw {
+				got = reply.GetResultRaw()
+			}
+			if !bytes.Equal(got, p.want) {
+				return fmt.Errorf("harness: verify %s on raw worker %d: the echo differs", p.Name, i)
+			}
+		}
+	}
+	return nil
+}
+
+// Close stops the runtime and the raw workers and removes their files.
+func (e *Env) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if e.Runtime != nil {
+		_ = e.Runtime.Stop(ctx)
+	}
+	for _, w := range e.Raw {
+		if w.cc != nil {
+			_ = w.cc.Close()
+		}
+		w.handle.Stop(2*time.Second, time.Second)
+	}
+	_ = e.procs.Wait(ctx)
+	if e.dir != "" {
+		_ = os.RemoveAll(e.dir)
+	}
+}
+
+// Call performs one call as concurrent caller g (0 ≤ g < concurrency).
+type Call func(ctx context.Context, g int) error
+
+// RuntimeCall calls p's tool with Runtime.Call on the named pool.
+func (e *Env) RuntimeCall(pool string, p Payload) Call {
+	return func(ctx context.Context, _ int) error {
+		res, err := e.Runtime.Call(ctx, pool, p.Tool, p.args)
+		if err != nil {
+			return err
+		}
+		n := len(res.JSON())
+		if p.raw {
+			b, _ := res.Bytes()
+			n = len(b)
+		}
+		return checkLen(n, p)
+	}
+}
+
+// RawCall calls p's tool through the first n raw workers; caller g always
+// uses worker g mod n.
+func (e *Env) RawCall(n int, p Payload) Call {
+	workers := e.Raw[:n]
+	return func(ctx context.Context, g int) error {
+		reply, err := e.rawExecute(ctx, workers[g%n], p)
+		if err != nil {
+			return err
+		}
+		n := len(reply.GetResultJson())
+		if p.raw {
+			n = len(reply.GetResultRaw())
+		}
+		return checkLen(n, p)
+	}
+}
+
+// rawExecute sends the ExecuteRequest that Runtime.Call would build for p
+// (a unique request id, the same arguments, a CallTimeout deadline both as a
+// gRPC deadline and in deadline_unix_nano) straight to the worker.
+func (e *Env) rawExecute(ctx context.Context, w *RawWorker, p Payload) (*pb.ExecuteReply, error) {
+	ctx, cancel := context.WithTimeout(ctx, CallTimeout)
+	defer cancel()
+	deadline, _ := ctx.Deadline()
+	req := &pb.ExecuteRequest{
+		RequestId: "raw-" + strconv.FormatUint(e.seq.Add(1), 36), Tool: p.Tool,
+		ArgsJson: p.argsJSON, BinaryArgs: p.binary, DeadlineUnixNano: deadline.UnixNano(),
+	}
+	reply, err := w.client.Execute(metadata.NewOutgoingContext(ctx, w.md), req)
+	if err != nil {
+		return nil, err
+	}
+	if e := reply.GetError(); e != nil {
+		return nil, fmt.Errorf("%s: %s: %s", e.GetKind(), e.GetType(), e.GetMessage())
+	}
+	return reply, nil
+}
+
+func checkLen(n int, p Payload) error {
+	if n != len(p.want) {
+		return fmt.Errorf("%s: reply of %d bytes, want %d", p.Name, n, len(p.want))
+	}
+	return nil
+}
+
+// DefaultAdapterDir is testdata/pyadapters of the source tree this package
+// was built from.
+func DefaultAdapterDir() string {
+	_, file, _, ok := goruntime.Caller(0)
+	if !ok {
+		return filepath.Join("testdata", "pyadapters")
+	}
+	return filepath.Join(filepath.Dir(file), "..", "..", "testdata", "pyadapters")
+}
+
+func moduleVersions(ctx context.Context, python string) (grpcVersion, pbVersion string) {
+	out, err := exec.CommandContext(ctx, python, "-c",
+		"import grpc, google.protobuf as p; print(grpc.__version__, p.__version__)").Output()
+	if f := strings.Fields(string(out)); err == nil && len(f) == 2 {
+		return f[0], f[1]
+	}
+	return "?", "?"
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// IsNoPython reports whether err means no usable Python was found.
+func IsNoPython(err error) bool { return errors.Is(err, ErrNoPython) }
