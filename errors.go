@@ -33,6 +33,9 @@ var (
 	// ErrTransport: the connection to the worker failed without the process
 	// dying.
 	ErrTransport = errors.New("worker connection failed")
+	// ErrMessageTooLarge: the request or the reply exceeds
+	// Config.MaxMessageBytes. Send less, or raise the limit.
+	ErrMessageTooLarge = errors.New("message too large")
 	// ErrStopped: the Runtime has been stopped.
 	ErrStopped = errors.New("runtime stopped")
 	// ErrBootFailed: a worker could not start its adapter; match *BootError.

@@ -35,6 +35,8 @@ func failureError(pool, tool, worker string, f *apb.Failure) error {
 		return fmt.Errorf("snakepit: %s.%s: %s: %w", pool, tool, f.GetMessage(), context.DeadlineExceeded)
 	case apb.Failure_CODE_CANCELLED:
 		return fmt.Errorf("snakepit: %s.%s: %s: %w", pool, tool, f.GetMessage(), context.Canceled)
+	case apb.Failure_CODE_TOO_LARGE:
+		return callError(pool, tool, ErrMessageTooLarge, f.GetMessage()+" (Config.MaxMessageBytes)")
 	case apb.Failure_CODE_POOL_UNAVAILABLE:
 		return callError(pool, tool, ErrPoolUnavailable, f.GetMessage())
 	default:

@@ -17,6 +17,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/hashicorp/go-hclog"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/snakepit-go/snakepit/actors"
 	apb "github.com/snakepit-go/snakepit/actors/pb"
@@ -214,6 +215,10 @@ func (rt *Runtime) Call(ctx context.Context, pool, tool string, args any) (*Resu
 		RequestId: rt.runID + "-" + strconv.FormatUint(rt.seq.Add(1), 36), Tool: tool,
 		ArgsJson: argsJSON, BinaryArgs: binary, DeadlineUnixNano: deadline.UnixNano(),
 	}}
+	if size := proto.Size(req); size > rt.cfg.MaxMessageBytes {
+		return nil, callError(pool, tool, ErrMessageTooLarge, fmt.Sprintf(
+			"the request is %d bytes, more than Config.MaxMessageBytes (%d)", size, rt.cfg.MaxMessageBytes))
+	}
 	return rt.roundTrip(ctx, pid, pool, req)
 }
 

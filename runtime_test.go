@@ -315,3 +315,29 @@ func TestStopDrainsInFlightCalls(t *testing.T) {
 		t.Fatalf("in-flight call during Stop: %v", err)
 	}
 }
+
+func TestMessageSizeLimit(t *testing.T) {
+	log, _ := testLogger(t)
+	ctx := callCtx(t)
+	rt, err := snakepit.Start(ctx, snakepit.Config{Logger: log, MaxMessageBytes: 1 << 20,
+		Pools: []snakepit.PoolConfig{pool(t, "p", "echo_tools", 1)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Stop(ctx)
+	_, err = rt.Call(ctx, "p", "echo_bytes", map[string]any{"data": make([]byte, 2<<20)})
+	if !errors.Is(err, snakepit.ErrMessageTooLarge) {
+		t.Fatalf("oversized request: got %v, want ErrMessageTooLarge", err)
+	}
+	_, err = rt.Call(ctx, "p", "big", map[string]any{"n": 2 << 20})
+	if !errors.Is(err, snakepit.ErrMessageTooLarge) {
+		t.Fatalf("oversized reply: got %v, want ErrMessageTooLarge", err)
+	}
+	res, err := rt.Call(ctx, "p", "big", map[string]any{"n": 1000})
+	if err != nil {
+		t.Fatalf("worker unusable after oversized messages: %v", err)
+	}
+	if b, _ := res.Bytes(); len(b) != 1000 {
+		t.Fatalf("big(1000) returned %d bytes", len(b))
+	}
+}

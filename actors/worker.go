@@ -170,6 +170,8 @@ func classifyFailure(ctx context.Context, h *pyworker.Handle, err error, down fu
 		return &apb.Failure{Code: apb.Failure_CODE_DEADLINE, Message: "deadline exceeded while the worker ran the call"}
 	case errors.Is(ctx.Err(), context.Canceled):
 		return &apb.Failure{Code: apb.Failure_CODE_CANCELLED, Message: "cancelled by the caller"}
+	case errors.Is(err, pyworker.ErrMessageTooLarge):
+		return &apb.Failure{Code: apb.Failure_CODE_TOO_LARGE, Message: err.Error()}
 	}
 	t := time.NewTimer(crashSettle)
 	defer t.Stop()

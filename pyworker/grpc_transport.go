@@ -2,11 +2,14 @@ package pyworker
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/snakepit-go/snakepit/pyworker/pb"
 )
@@ -44,7 +47,11 @@ type grpcConn struct {
 }
 
 func (c *grpcConn) Execute(ctx context.Context, req *pb.ExecuteRequest) (*pb.ExecuteReply, error) {
-	return c.client.Execute(ctx, req)
+	reply, err := c.client.Execute(ctx, req)
+	if status.Code(err) == codes.ResourceExhausted {
+		return nil, fmt.Errorf("%w: %s", ErrMessageTooLarge, status.Convert(err).Message())
+	}
+	return reply, err
 }
 
 func (c *grpcConn) Describe(ctx context.Context) (*pb.DescribeReply, error) {

@@ -66,8 +66,10 @@ var pythonLevels = map[string]hclog.Level{
 }
 
 func (s *stderrLogger) line(text string) {
-	s.remember(text)
 	level, msg := s.classify(text)
+	if level >= hclog.Warn {
+		s.remember(text) // what explains a death: warnings, errors, raw output
+	}
 	s.log.Log(level, msg, "stream", "stderr")
 }
 
@@ -95,7 +97,8 @@ func (s *stderrLogger) remember(text string) {
 	s.tail = append(s.tail, text)
 }
 
-// Tail returns the last lines the worker wrote to stderr.
+// Tail returns the last warning, error or unformatted lines the worker
+// wrote to stderr.
 func (s *stderrLogger) Tail() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()

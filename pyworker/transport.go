@@ -2,6 +2,7 @@ package pyworker
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/snakepit-go/snakepit/pyworker/pb"
@@ -40,3 +41,7 @@ type Conn interface {
 	Shutdown(ctx context.Context, grace time.Duration) error
 	Close() error
 }
+
+// ErrMessageTooLarge is returned by Conn.Execute when the request or the
+// reply exceeds Endpoint.MaxMessageBytes.
+var ErrMessageTooLarge = errors.New("message exceeds the maximum size")

@@ -41,6 +41,8 @@ const (
 	Failure_CODE_TRANSPORT Failure_Code = 5
 	// The caller cancelled the call.
 	Failure_CODE_CANCELLED Failure_Code = 6
+	// The request or the reply exceeds Config.MaxMessageBytes.
+	Failure_CODE_TOO_LARGE Failure_Code = 7
 )
 
 // Enum value maps for Failure_Code.
@@ -53,6 +55,7 @@ var (
 		4: "CODE_POOL_UNAVAILABLE",
 		5: "CODE_TRANSPORT",
 		6: "CODE_CANCELLED",
+		7: "CODE_TOO_LARGE",
 	}
 	Failure_Code_value = map[string]int32{
 		"CODE_UNSPECIFIED":      0,
@@ -62,6 +65,7 @@ var (
 		"CODE_POOL_UNAVAILABLE": 4,
 		"CODE_TRANSPORT":        5,
 		"CODE_CANCELLED":        6,
+		"CODE_TOO_LARGE":        7,
 	}
 )
 
@@ -349,14 +353,14 @@ const file_snakepit_actors_v1_pool_proto_rawDesc = "" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12/\n" +
 	"\x05reply\x18\x02 \x01(\v2\x19.snakepit.v1.ExecuteReplyR\x05reply\x125\n" +
 	"\afailure\x18\x03 \x01(\v2\x1b.snakepit.actors.v1.FailureR\afailure\x12\x1b\n" +
-	"\tworker_id\x18\x04 \x01(\tR\bworkerId\"\xd1\x02\n" +
+	"\tworker_id\x18\x04 \x01(\tR\bworkerId\"\xe5\x02\n" +
 	"\aFailure\x124\n" +
 	"\x04code\x18\x01 \x01(\x0e2 .snakepit.actors.v1.Failure.CodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1b\n" +
 	"\texit_code\x18\x03 \x01(\x05R\bexitCode\x12\x16\n" +
 	"\x06signal\x18\x04 \x01(\x05R\x06signal\x12\x1f\n" +
 	"\vstderr_tail\x18\x05 \x01(\tR\n" +
-	"stderrTail\"\x9f\x01\n" +
+	"stderrTail\"\xb3\x01\n" +
 	"\x04Code\x12\x14\n" +
 	"\x10CODE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eCODE_SATURATED\x10\x01\x12\x17\n" +
@@ -364,7 +368,8 @@ const file_snakepit_actors_v1_pool_proto_rawDesc = "" +
 	"\rCODE_DEADLINE\x10\x03\x12\x19\n" +
 	"\x15CODE_POOL_UNAVAILABLE\x10\x04\x12\x12\n" +
 	"\x0eCODE_TRANSPORT\x10\x05\x12\x12\n" +
-	"\x0eCODE_CANCELLED\x10\x06B.Z,github.com/snakepit-go/snakepit/actors/pb;pbb\x06proto3"
+	"\x0eCODE_CANCELLED\x10\x06\x12\x12\n" +
+	"\x0eCODE_TOO_LARGE\x10\aB.Z,github.com/snakepit-go/snakepit/actors/pb;pbb\x06proto3"
 
 var (
 	file_snakepit_actors_v1_pool_proto_rawDescOnce sync.Once

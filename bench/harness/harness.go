@@ -104,10 +104,11 @@ type Env struct {
 	GRPCVersion string // grpcio.__version__ of the workers' interpreter
 	PBVersion   string // google.protobuf.__version__
 
-	pools []string
-	dir   string
-	procs *pyworker.ProcessSet
-	seq   atomic.Uint64
+	pools    []string
+	capacity int // of one raw worker
+	dir      string
+	procs    *pyworker.ProcessSet
+	seq      atomic.Uint64
 }
 
 // RawWorker is a Python worker process started by pyworker.Launch, and a gRPC
@@ -187,6 +188,7 @@ func (e *Env) startRaw(ctx context.Context, o Options) error {
 		return fmt.Errorf("harness: %w", err)
 	}
 	shape := profile.Shape(profiles.Settings{})
+	e.capacity = shape.Capacity
 	runID, token := randomHex(8), randomHex(32)
 	for i := 0; i < o.RawWorkers; i++ {
 		// One run directory per worker, so its socket is the only one in it.
@@ -310,11 +312,35 @@ func (e *Env) RawCall(n int, p Payload) Call {
 		if err != nil {
 			return err
 		}
-		n := len(reply.GetResultJson())
-		if p.raw {
-			n = len(reply.GetResultRaw())
+		return checkLen(rawLen(reply, p), p)
+	}
+}
+
+// RawCappedCall calls p's tool through the first n raw workers, with at most
+// a worker's capacity of calls in flight on each, as the runtime's pool
+// allows: a caller takes any free worker from a free list (waiting, in
+// arrival order, while none is free) and puts it back after the call. It is
+// the pool's admission control with no actor in between.
+func (e *Env) RawCappedCall(n int, p Payload) Call {
+	free := make(chan *RawWorker, n*e.capacity)
+	for i := 0; i < e.capacity; i++ {
+		for _, w := range e.Raw[:n] {
+			free <- w
 		}
-		return checkLen(n, p)
+	}
+	return func(ctx context.Context, _ int) error {
+		var w *RawWorker
+		select {
+		case w = <-free:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		reply, err := e.rawExecute(ctx, w, p)
+		free <- w
+		if err != nil {
+			return err
+		}
+		return checkLen(rawLen(reply, p), p)
 	}
 }
 
@@ -337,6 +363,13 @@ func (e *Env) rawExecute(ctx context.Context, w *RawWorker, p Payload) (*pb.Exec
 		return nil, fmt.Errorf("%s: %s: %s", e.GetKind(), e.GetType(), e.GetMessage())
 	}
 	return reply, nil
+}
+
+func rawLen(reply *pb.ExecuteReply, p Payload) int {
+	if p.raw {
+		return len(reply.GetResultRaw())
+	}
+	return len(reply.GetResultJson())
 }
 
 func checkLen(n int, p Payload) error {

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import BinaryIO, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 from snakepit import PROTOCOL_VERSION
 from snakepit.adapter import LoadedAdapter, load_adapter
@@ -95,11 +95,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
     )
 
 
-def _watch_stdin(stream: BinaryIO) -> None:
+def _watch_stdin(fd: int) -> None:
+    # os.read on the raw descriptor, not sys.stdin.buffer: a daemon thread
+    # blocked inside a BufferedReader holds its lock, and the interpreter
+    # aborts ("could not acquire lock ... at interpreter shutdown") when it
+    # finalizes the buffered stdin at a normal exit.
     try:
-        while stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536):
+        while os.read(fd, 65536):
             pass
-    except Exception:  # a broken stdin means the parent is gone too
+    except OSError:  # a broken stdin means the parent is gone too
         pass
     logger.warning("stdin closed: the parent process is gone; exiting")
     for handler in logging.getLogger().handlers:
@@ -116,7 +120,7 @@ def start_stdin_watch() -> None:
         logger.warning("--watch-stdin given but there is no stdin; not watching")
         return
     thread = threading.Thread(
-        target=_watch_stdin, args=(stdin.buffer,), name="snakepit-stdin-watch", daemon=True
+        target=_watch_stdin, args=(stdin.fileno(),), name="snakepit-stdin-watch", daemon=True
     )
     thread.start()
 
