@@ -1,0 +1,63 @@
+package pyworker
+
+import (
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+func TestStderrLevels(t *testing.T) {
+	s := &stderrLogger{log: hclog.NewNullLogger()}
+	cases := []struct {
+		line  string
+		level hclog.Level
+		msg   string
+	}{
+		{"INFO snakepit.worker: ready", hclog.Info, "snakepit.worker: ready"},
+		{"ERROR tools: failed", hclog.Error, "tools: failed"},
+		{"    Traceback (most recent call last):", hclog.Error, "    Traceback (most recent call last):"},
+		{"WARNING x: careful", hclog.Warn, "x: careful"},
+		{"DEBUG x: detail", hclog.Debug, "x: detail"},
+		{"CRITICAL x: dying", hclog.Error, "x: dying"},
+		{"Fatal Python error: Segmentation fault", hclog.Warn, "Fatal Python error: Segmentation fault"},
+		{"INFORMATION is not a level", hclog.Warn, "INFORMATION is not a level"},
+	}
+	for _, c := range cases {
+		level, msg := s.classify(c.line)
+		if level != c.level || msg != c.msg {
+			t.Errorf("classify(%q) = %v %q, want %v %q", c.line, level, msg, c.level, c.msg)
+		}
+	}
+}
+
+func TestStderrTailKeepsLastWarnings(t *testing.T) {
+	s := &stderrLogger{log: hclog.NewNullLogger()}
+	s.line("INFO x: not kept")
+	for i := 0; i < stderrTailLines+5; i++ {
+		s.line("ERROR x: line " + strings.Repeat("i", i))
+	}
+	tail := strings.Split(s.Tail(), "\n")
+	if len(tail) != stderrTailLines || !strings.HasSuffix(tail[len(tail)-1], strings.Repeat("i", stderrTailLines+4)) {
+		t.Fatalf("tail = %q", tail)
+	}
+}
+
+func TestReadLinesCapsLongLines(t *testing.T) {
+	long := strings.Repeat("x", maxLogLine*2)
+	var got []string
+	readLines(strings.NewReader("a\r\n"+long+"\nlast-without-newline"), func(l string) { got = append(got, l) })
+	if len(got) != 3 || got[0] != "a" || len(got[1]) != maxLogLine || got[2] != "last-without-newline" {
+		t.Fatalf("lines: %d, first %q, second %d bytes, third %q", len(got), got[0], len(got[1]), got[len(got)-1])
+	}
+}
+
+func TestExitStatusString(t *testing.T) {
+	if got := (ExitStatus{Code: 3}).String(); got != "exit code 3" {
+		t.Fatal(got)
+	}
+	if got := (ExitStatus{Code: -1, Signal: syscall.SIGKILL}).String(); got != "killed by signal 9 (SIGKILL)" {
+		t.Fatal(got)
+	}
+}

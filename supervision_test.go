@@ -1,0 +1,117 @@
+package snakepit_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/snakepit-go/snakepit"
+)
+
+func killWorker(t *testing.T, rt *snakepit.Runtime, pool string, i int) int {
+	t.Helper()
+	var pid int
+	waitFor(t, "the worker to be ready", 20*time.Second, func() bool {
+		w := health(t, rt, pool).Workers[i]
+		pid = w.Pid
+		return w.Ready
+	})
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	return pid
+}
+
+func TestRestartIntensityExceededFailsThePool(t *testing.T) {
+	p := pool(t, "p", "echo_tools", 1)
+	p.Restart = snakepit.RestartPolicy{MaxRestarts: 2, Period: time.Hour, InitialBackoff: time.Millisecond}
+	rt, _ := start(t, p, pool(t, "other", "echo_tools", 1))
+	for i := 0; i < 2; i++ { // two crashes are within the intensity: restarted
+		old := killWorker(t, rt, "p", 0)
+		waitFor(t, "a restart", 20*time.Second, func() bool {
+			w := health(t, rt, "p").Workers[0]
+			return w.Ready && w.Pid != old
+		})
+	}
+	killWorker(t, rt, "p", 0) // the third is not
+	waitFor(t, "the pool to fail", 20*time.Second, func() bool { return health(t, rt, "p").Failed })
+	h := health(t, rt, "p")
+	if !strings.Contains(h.Reason, "restart intensity exceeded") {
+		t.Fatalf("failed pool reason = %q", h.Reason)
+	}
+	if _, err := rt.Call(callCtx(t), "p", "echo", nil); !errors.Is(err, snakepit.ErrPoolUnavailable) {
+		t.Fatalf("call to a failed pool: got %v, want ErrPoolUnavailable", err)
+	}
+	if _, err := rt.Call(callCtx(t), "other", "echo", nil); err != nil {
+		t.Fatalf("a failed pool took another pool down: %v", err)
+	}
+}
+
+func TestNoPythonListsWhatWasTried(t *testing.T) {
+	good, err := exec.LookPath("/usr/bin/python3")
+	if err != nil {
+		t.Skip("no /usr/bin/python3 to build an interpreter without packages from")
+	}
+	// An interpreter that runs but cannot see site-packages: no grpc.
+	bare := filepath.Join(t.TempDir(), "bare-python")
+	if err := os.WriteFile(bare, []byte("#!/bin/sh\nexec "+good+" -S \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ python, want string }{
+		{"/nonexistent/python3", "/nonexistent/python3: not found"},
+		{bare, "cannot import grpc"},
+	} {
+		log, _ := testLogger(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		_, err := snakepit.Start(ctx, snakepit.Config{Logger: log, Python: c.python,
+			Pools: []snakepit.PoolConfig{pool(t, "p", "echo_tools", 1)}})
+		cancel()
+		var np *snakepit.NoPythonError
+		if !errors.Is(err, snakepit.ErrNoPython) || !errors.As(err, &np) {
+			t.Fatalf("Python %s: got %v, want ErrNoPython", c.python, err)
+		}
+		if msg := err.Error(); !strings.Contains(msg, c.want) || !strings.Contains(msg, "SNAKEPIT_PYTHON") {
+			t.Fatalf("Python %s: error does not say what failed and how to fix it:\n%s", c.python, msg)
+		}
+	}
+}
+
+func TestRuntimeDirectoryIsPrivate(t *testing.T) {
+	dir := t.TempDir()
+	log, _ := testLogger(t)
+	ctx := callCtx(t)
+	rt, err := snakepit.Start(ctx, snakepit.Config{Logger: log, RuntimeDir: dir,
+		Pools: []snakepit.PoolConfig{pool(t, "p", "echo_tools", 1)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runDirs, _ := filepath.Glob(filepath.Join(dir, "snakepit-*"))
+	if len(runDirs) != 1 {
+		t.Fatalf("runtime directories: %v", runDirs)
+	}
+	st, err := os.Stat(runDirs[0])
+	if err != nil || st.Mode().Perm() != 0o700 {
+		t.Fatalf("runtime directory mode = %v (%v), want 0700", st.Mode().Perm(), err)
+	}
+	socks, _ := filepath.Glob(filepath.Join(runDirs[0], "*.sock"))
+	for _, s := range socks {
+		if st, err := os.Stat(s); err != nil || st.Mode().Perm() != 0o600 {
+			t.Fatalf("socket %s mode = %v, want 0600", s, st.Mode().Perm())
+		}
+	}
+	if len(socks) != 1 {
+		t.Fatalf("sockets: %v", socks)
+	}
+	if err := rt.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(runDirs[0]); !os.IsNotExist(err) {
+		t.Fatalf("runtime directory left after Stop: %v", err)
+	}
+}
