@@ -53,7 +53,7 @@ func poolHealth(s *actors.PoolStatus) PoolHealth {
 	h := PoolHealth{Name: s.Name, Size: s.Size, Ready: s.Ready, Queued: s.Queued, InFlight: s.InFlight,
 		Failed: s.Failed, Reason: s.Reason}
 	for _, w := range s.Workers {
-		h.Workers = append(h.Workers, WorkerHealth(w))
+		h.Workers = append(h.Workers, WorkerHealth{ID: w.ID, Pid: w.Pid, Ready: w.Ready, Capacity: w.Capacity, Load: w.Load, Restarts: w.Restarts})
 	}
 	return h
 }

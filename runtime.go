@@ -188,15 +188,12 @@ func (rt *Runtime) abort() {
 // (*WorkerCrashedError), ErrPoolUnavailable, ErrTransport, ErrStopped, or
 // the context's error.
 func (rt *Runtime) Call(ctx context.Context, pool, tool string, args any) (*Result, error) {
-	if rt.stopping.Load() {
-		return nil, callError(pool, tool, ErrStopped, "")
+	pid, err := rt.pool(pool)
+	if err != nil {
+		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("snakepit: %s.%s: %w", pool, tool, err)
-	}
-	pid, ok := rt.pools[pool]
-	if !ok {
-		return nil, callError(pool, tool, ErrUnknownPool, "configured pools: "+strings.Join(rt.names, ", "))
 	}
 	if tool == "" {
 		return nil, callError(pool, tool, ErrUnknownTool, "the tool name is empty")

@@ -341,3 +341,45 @@ func TestMessageSizeLimit(t *testing.T) {
 		t.Fatalf("big(1000) returned %d bytes", len(b))
 	}
 }
+
+func TestToolsAndStats(t *testing.T) {
+	rt, _ := start(t, pool(t, "p", "examples.textstats", 2))
+	tools, err := rt.Tools(callCtx(t), "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wc *snakepit.Tool
+	for i := range tools {
+		if tools[i].Name == "word_count" {
+			wc = &tools[i]
+		}
+	}
+	if wc == nil || len(wc.Params) != 1 || wc.Params[0].Name != "text" || wc.Params[0].Annotation != "str" ||
+		!wc.Params[0].Required || !strings.Contains(wc.Doc, "words") {
+		t.Fatalf("word_count described as %+v", wc)
+	}
+	if _, err := rt.Call(callCtx(t), "p", "word_count", map[string]any{"text": "x"}); err != nil {
+		t.Fatal(err)
+	}
+	stats, err := rt.Stats(callCtx(t), "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := health(t, rt, "p")
+	if len(stats) != 2 {
+		t.Fatalf("stats of %d workers, want 2", len(stats))
+	}
+	var served int64
+	for i, s := range stats {
+		if s.Pid != h.Workers[i].Pid || s.Python == "" || s.Capacity != 1 || s.RSSBytes <= 0 {
+			t.Fatalf("stats[%d] = %+v (health %+v)", i, s, h.Workers[i])
+		}
+		served += s.RequestsServed
+	}
+	if served != 1 {
+		t.Fatalf("requests served = %d, want 1", served)
+	}
+	if _, err := rt.Tools(callCtx(t), "nope"); !errors.Is(err, snakepit.ErrUnknownPool) {
+		t.Fatalf("Tools of unknown pool: %v", err)
+	}
+}

@@ -37,6 +37,7 @@ type PoolStatus struct {
 
 // WorkerStatus is a snapshot of one worker as the pool sees it.
 type WorkerStatus struct {
+	PID      *actor.PID // the worker actor
 	ID       string
 	Pid      int
 	Ready    bool

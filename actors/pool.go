@@ -92,6 +92,8 @@ func (p *poolActor) Receive(ctx actor.Context) {
 		p.answerDrainers(ctx)
 	case *StatusRequest:
 		ctx.Respond(p.status())
+	case *DescribeQuery:
+		p.forwardDescribe(ctx)
 	case *restartDue:
 		p.onRestartDue(ctx, m)
 	case *actor.Stopping:
@@ -281,7 +283,7 @@ func (p *poolActor) status() *PoolStatus {
 		if w.ready {
 			st.Ready++
 		}
-		st.Workers = append(st.Workers, WorkerStatus{ID: w.slot.id, Pid: w.osPid, Ready: w.ready,
+		st.Workers = append(st.Workers, WorkerStatus{PID: w.pid, ID: w.slot.id, Pid: w.osPid, Ready: w.ready,
 			Capacity: w.capacity, Load: w.load, Restarts: w.restarts})
 	}
 	return st

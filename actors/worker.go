@@ -68,6 +68,8 @@ func (w *workerActor) Receive(ctx actor.Context) {
 		}
 	case *processExited:
 		w.onExit(ctx, m)
+	case *DescribeQuery, *StatsQuery:
+		w.answerQuery(ctx, m)
 	case *actor.Restarting:
 		w.release(func(h *pyworker.Handle) { h.Kill() })
 	case *actor.Stopping:
