@@ -62,6 +62,7 @@ func Start(ctx context.Context, cfg Config) (*Runtime, error) {
 	rt.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return telemetry.SlogToHclog(rt.log.Named("actor"))
 	}))
+	actors.ReapOrphanLaunches(rt.system)
 	for _, p := range cfg.Pools {
 		if err := rt.startPool(ctx, p); err != nil {
 			rt.abort()

@@ -89,6 +89,10 @@ func (w *workerActor) launch(ctx actor.Context) {
 	self, root, gen := ctx.Self(), ctx.ActorSystem().Root, w.gen
 	go func() {
 		h, err := pyworker.Launch(lctx, spec)
+		if err == nil && errors.Is(lctx.Err(), context.Canceled) {
+			h.Kill() // the actor is restarting or stopping: nobody wants it
+			err = lctx.Err()
+		}
 		if err != nil {
 			root.Send(self, &launchFailed{gen: gen, err: err})
 			return
@@ -216,4 +220,17 @@ func (w *workerActor) release(end func(*pyworker.Handle)) {
 		w.h = nil
 		go end(h)
 	}
+}
+
+// ReapOrphanLaunches makes sure a worker process whose launch finished after
+// its actor had stopped is killed: such a launched message can only land in
+// protoactor's dead letters.
+func ReapOrphanLaunches(system *actor.ActorSystem) {
+	system.EventStream.Subscribe(func(evt any) {
+		if dl, ok := evt.(*actor.DeadLetterEvent); ok {
+			if m, ok := dl.Message.(*launched); ok {
+				go m.h.Kill()
+			}
+		}
+	})
 }
