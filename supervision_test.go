@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -113,5 +115,58 @@ func TestRuntimeDirectoryIsPrivate(t *testing.T) {
 	}
 	if _, err := os.Stat(runDirs[0]); !os.IsNotExist(err) {
 		t.Fatalf("runtime directory left after Stop: %v", err)
+	}
+}
+
+// TestNoCallLostWhileWorkersDie kills workers under concurrent load: every
+// call must end with a result or ErrWorkerCrashed, none with anything else,
+// none hanging.
+func TestNoCallLostWhileWorkersDie(t *testing.T) {
+	const callers, maxPerCaller, kills = 8, 2000, 5
+	p := pool(t, "p", "echo_tools", 3)
+	p.Restart.MaxRestarts = 100
+	rt, _ := start(t, p)
+	var issued, ok, crashed, other atomic.Int64
+	var wg sync.WaitGroup
+	killing := make(chan struct{})
+	for c := 0; c < callers; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < maxPerCaller; i++ { // load lasts until the kills are done
+				select {
+				case <-killing:
+					return
+				default:
+				}
+				issued.Add(1)
+				_, err := rt.Call(callCtx(t), "p", "sleep", map[string]any{"seconds": 0.005})
+				switch {
+				case err == nil:
+					ok.Add(1)
+				case errors.Is(err, snakepit.ErrWorkerCrashed):
+					crashed.Add(1)
+				default:
+					other.Add(1)
+					t.Errorf("call ended with an unexpected error: %v", err)
+				}
+			}
+		}()
+	}
+	for k := 0; k < kills; k++ {
+		old := killWorker(t, rt, "p", k%3)
+		waitFor(t, "the killed worker to be replaced", 20*time.Second, func() bool {
+			w := health(t, rt, "p").Workers[k%3]
+			return w.Ready && w.Pid != old
+		})
+	}
+	close(killing)
+	wg.Wait()
+	if ended := ok.Load() + crashed.Load() + other.Load(); ended != issued.Load() {
+		t.Fatalf("%d calls ended, %d issued", ended, issued.Load())
+	}
+	t.Logf("%d ok, %d ErrWorkerCrashed, %d other", ok.Load(), crashed.Load(), other.Load())
+	if h := health(t, rt, "p"); h.Ready != 3 || h.Failed {
+		t.Fatalf("pool after the kills: %+v", h)
 	}
 }
