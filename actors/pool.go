@@ -79,8 +79,7 @@ func (p *poolActor) Receive(ctx actor.Context) {
 	case *slotFreed:
 		p.onFreed(ctx, m)
 	case *requeue:
-		p.queue = append([]*dispatch{m.d}, p.queue...)
-		p.pump(ctx)
+		p.onRequeue(ctx, m.d)
 	case *poolFailed:
 		p.fail(ctx, m.err)
 	case *AwaitReady:
@@ -169,6 +168,18 @@ func (p *poolActor) pump(ctx actor.Context) {
 func (p *poolActor) reject(ctx actor.Context, d *dispatch, code apb.Failure_Code, msg string) {
 	ctx.Send(d.caller, &apb.CallReply{RequestId: d.req.GetExecute().GetRequestId(),
 		Failure: &apb.Failure{Code: code, Message: msg}})
+}
+
+// onRequeue puts a call that never reached Python back at the head of the
+// queue, unless the pool has failed meanwhile.
+func (p *poolActor) onRequeue(ctx actor.Context, d *dispatch) {
+	delete(p.inflight, d.req.GetExecute().GetRequestId())
+	if p.failed != "" {
+		p.reject(ctx, d, apb.Failure_CODE_POOL_UNAVAILABLE, fmt.Sprintf("pool %q has failed: %s", p.s.Name, p.failed))
+		return
+	}
+	p.queue = append([]*dispatch{d}, p.queue...)
+	p.pump(ctx)
 }
 
 func (p *poolActor) onCancel(ctx actor.Context, m *apb.CancelCall) {
