@@ -33,3 +33,9 @@ proto:
 
 clean:
 	rm -rf .tools
+
+# Free-threaded CPython 3.13 (--disable-gil) built from Debian's trixie source
+# package into ${SNAKEPIT_CACHE:-~/.cache/snakepit}; see docs/free-threaded-python.md.
+.PHONY: python-ft
+python-ft:
+	@scripts/build-python-ft.sh

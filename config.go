@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/snakepit-go/snakepit/profiles"
+	"github.com/snakepit-go/snakepit/pyworker"
 	"github.com/snakepit-go/snakepit/supervision"
 )
 
@@ -65,6 +66,12 @@ type PoolConfig struct {
 	// Profile chooses how workers are made: "process" (one call at a time
 	// per worker). Default "process".
 	Profile string
+
+	// Transport is how the runtime talks to the workers: "native" (framed
+	// messages over a Unix socket; the worker needs only Python's standard
+	// library) or "grpc" (grpc.aio; the worker needs grpcio and protobuf).
+	// Default "native".
+	Transport string
 
 	// QueueSize bounds the calls waiting for a free worker; one more is
 	// refused with ErrPoolSaturated. Default 1000.
@@ -184,6 +191,9 @@ func (p PoolConfig) validate(v *validator, at string, seen map[string]int, i int
 	}
 	if p.QueueSize < 0 {
 		v.add(at+".queue_size", fmt.Sprintf("must be ≥ 1 (got %d); 0 means the default, %d", p.QueueSize, DefaultQueueSize))
+	}
+	if _, err := pyworker.LookupTransport(p.Transport); err != nil {
+		v.add(at+".transport", err.Error())
 	}
 	if _, err := profiles.Lookup(p.Profile); err != nil {
 		v.add(at+".profile", err.Error())

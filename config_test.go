@@ -25,6 +25,7 @@ func TestConfigValidate(t *testing.T) {
 		{"bad adapter", Config{Pools: []PoolConfig{{Name: "a", Adapter: "examples/textstats.py"}}}, []string{"pools[0].adapter: \"examples/textstats.py\" is not a module path"}},
 		{"adapter with two classes", Config{Pools: []PoolConfig{{Name: "a", Adapter: "m:A:B"}}}, []string{"pools[0].adapter"}},
 		{"negative queue", Config{Pools: []PoolConfig{{Name: "a", Adapter: "x", QueueSize: -5}}}, []string{"pools[0].queue_size: must be ≥ 1"}},
+		{"unknown transport", Config{Pools: []PoolConfig{{Name: "a", Adapter: "x", Transport: "carrier-pigeon"}}}, []string{"pools[0].transport: unknown transport \"carrier-pigeon\""}},
 		{"unknown profile", Config{Pools: []PoolConfig{{Name: "a", Adapter: "x", Profile: "fibers"}}}, []string{"pools[0].profile: unknown profile \"fibers\""}},
 		{"negative start timeout", Config{Pools: []PoolConfig{{Name: "a", Adapter: "x", StartTimeout: -time.Second}}}, []string{"pools[0].start_timeout: must be ≥ 0"}},
 		{"bad env key", Config{Pools: []PoolConfig{{Name: "a", Adapter: "x", Env: map[string]string{"A=B": "1"}}}}, []string{"pools[0].env: \"A=B\""}},

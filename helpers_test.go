@@ -51,9 +51,54 @@ func adapterPath(t *testing.T) []string {
 	return []string{dir}
 }
 
-// pool returns a PoolConfig for the test adapters.
+// EnvFreeThreadedPython names a free-threaded CPython (3.13t) to run the
+// native-transport tests on too; `make test` sets it after `make python-ft`.
+const EnvFreeThreadedPython = "SNAKEPIT_TEST_PYTHON_FT"
+
+// testTransport is one way of running workers that the suite covers.
+type testTransport struct {
+	name      string // subtest name
+	transport string // PoolConfig.Transport
+	python    string // PoolConfig.Python ("" = found as usual)
+}
+
+func testTransports() []testTransport {
+	return []testTransport{
+		{name: "native", transport: "native"},
+		{name: "grpc", transport: "grpc"},
+		{name: "native-3.13t", transport: "native", python: os.Getenv(EnvFreeThreadedPython)},
+	}
+}
+
+// eachTransport runs body once per transport, as subtests named after them;
+// pool reads the transport back from the subtest's name.
+func eachTransport(t *testing.T, body func(t *testing.T)) {
+	for _, tt := range testTransports() {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.name == "native-3.13t" && tt.python == "" {
+				t.Skipf("no free-threaded Python: set $%s (make test does, after make python-ft)", EnvFreeThreadedPython)
+			}
+			body(t)
+		})
+	}
+}
+
+func transportOf(t *testing.T) testTransport {
+	parts := strings.Split(t.Name(), "/")
+	for _, tt := range testTransports() {
+		if len(parts) > 1 && parts[1] == tt.name {
+			return tt
+		}
+	}
+	return testTransports()[0]
+}
+
+// pool returns a PoolConfig for the test adapters, on the transport of the
+// running subtest.
 func pool(t *testing.T, name, adapter string, size int) snakepit.PoolConfig {
+	tt := transportOf(t)
 	return snakepit.PoolConfig{Name: name, Adapter: adapter, Size: size, PythonPath: adapterPath(t),
+		Transport: tt.transport, Python: tt.python,
 		Restart: snakepit.RestartPolicy{InitialBackoff: 10 * time.Millisecond}}
 }
 

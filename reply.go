@@ -54,6 +54,10 @@ func pythonFailure(pool, tool, worker string, e *wpb.ErrorInfo) error {
 		return callError(pool, tool, ErrUnencodableResult, e.GetMessage())
 	case wpb.ErrorInfo_KIND_DEADLINE_EXCEEDED:
 		return fmt.Errorf("snakepit: %s.%s: %s: %w", pool, tool, e.GetMessage(), context.DeadlineExceeded)
+	case wpb.ErrorInfo_KIND_TOO_LARGE:
+		return callError(pool, tool, ErrMessageTooLarge, e.GetMessage()+" (Config.MaxMessageBytes)")
+	case wpb.ErrorInfo_KIND_CANCELLED:
+		return fmt.Errorf("snakepit: %s.%s: %s: %w", pool, tool, e.GetMessage(), context.Canceled)
 	case wpb.ErrorInfo_KIND_SHUTTING_DOWN:
 		return callError(pool, tool, ErrPoolUnavailable, "worker "+worker+" is shutting down")
 	}

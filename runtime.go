@@ -99,7 +99,7 @@ func randomHex(n int) string {
 }
 
 func (rt *Runtime) startPool(ctx context.Context, p PoolConfig) error {
-	transport := pyworker.GRPC{}
+	transport, _ := pyworker.LookupTransport(p.Transport) // validated
 	interp, err := pyworker.FindInterpreter(ctx, p.Python, transport.RequiredModules())
 	if err != nil {
 		return fmt.Errorf("snakepit: pool %q: %w", p.Name, err)

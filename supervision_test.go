@@ -31,28 +31,30 @@ func killWorker(t *testing.T, rt *snakepit.Runtime, pool string, i int) int {
 }
 
 func TestRestartIntensityExceededFailsThePool(t *testing.T) {
-	p := pool(t, "p", "echo_tools", 1)
-	p.Restart = snakepit.RestartPolicy{MaxRestarts: 2, Period: time.Hour, InitialBackoff: time.Millisecond}
-	rt, _ := start(t, p, pool(t, "other", "echo_tools", 1))
-	for i := 0; i < 2; i++ { // two crashes are within the intensity: restarted
-		old := killWorker(t, rt, "p", 0)
-		waitFor(t, "a restart", 20*time.Second, func() bool {
-			w := health(t, rt, "p").Workers[0]
-			return w.Ready && w.Pid != old
-		})
-	}
-	killWorker(t, rt, "p", 0) // the third is not
-	waitFor(t, "the pool to fail", 20*time.Second, func() bool { return health(t, rt, "p").Failed })
-	h := health(t, rt, "p")
-	if !strings.Contains(h.Reason, "restart intensity exceeded") {
-		t.Fatalf("failed pool reason = %q", h.Reason)
-	}
-	if _, err := rt.Call(callCtx(t), "p", "echo", nil); !errors.Is(err, snakepit.ErrPoolUnavailable) {
-		t.Fatalf("call to a failed pool: got %v, want ErrPoolUnavailable", err)
-	}
-	if _, err := rt.Call(callCtx(t), "other", "echo", nil); err != nil {
-		t.Fatalf("a failed pool took another pool down: %v", err)
-	}
+	eachTransport(t, func(t *testing.T) {
+		p := pool(t, "p", "echo_tools", 1)
+		p.Restart = snakepit.RestartPolicy{MaxRestarts: 2, Period: time.Hour, InitialBackoff: time.Millisecond}
+		rt, _ := start(t, p, pool(t, "other", "echo_tools", 1))
+		for i := 0; i < 2; i++ { // two crashes are within the intensity: restarted
+			old := killWorker(t, rt, "p", 0)
+			waitFor(t, "a restart", 20*time.Second, func() bool {
+				w := health(t, rt, "p").Workers[0]
+				return w.Ready && w.Pid != old
+			})
+		}
+		killWorker(t, rt, "p", 0) // the third is not
+		waitFor(t, "the pool to fail", 20*time.Second, func() bool { return health(t, rt, "p").Failed })
+		h := health(t, rt, "p")
+		if !strings.Contains(h.Reason, "restart intensity exceeded") {
+			t.Fatalf("failed pool reason = %q", h.Reason)
+		}
+		if _, err := rt.Call(callCtx(t), "p", "echo", nil); !errors.Is(err, snakepit.ErrPoolUnavailable) {
+			t.Fatalf("call to a failed pool: got %v, want ErrPoolUnavailable", err)
+		}
+		if _, err := rt.Call(callCtx(t), "other", "echo", nil); err != nil {
+			t.Fatalf("a failed pool took another pool down: %v", err)
+		}
+	})
 }
 
 func TestNoPythonListsWhatWasTried(t *testing.T) {
@@ -71,8 +73,9 @@ func TestNoPythonListsWhatWasTried(t *testing.T) {
 	} {
 		log, _ := testLogger(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		_, err := snakepit.Start(ctx, snakepit.Config{Logger: log, Python: c.python,
-			Pools: []snakepit.PoolConfig{pool(t, "p", "echo_tools", 1)}})
+		p := pool(t, "p", "echo_tools", 1)
+		p.Transport = "grpc" // the bare interpreter can run the native transport
+		_, err := snakepit.Start(ctx, snakepit.Config{Logger: log, Python: c.python, Pools: []snakepit.PoolConfig{p}})
 		cancel()
 		var np *snakepit.NoPythonError
 		if !errors.Is(err, snakepit.ErrNoPython) || !errors.As(err, &np) {
@@ -85,88 +88,121 @@ func TestNoPythonListsWhatWasTried(t *testing.T) {
 }
 
 func TestRuntimeDirectoryIsPrivate(t *testing.T) {
-	dir := t.TempDir()
-	log, _ := testLogger(t)
-	ctx := callCtx(t)
-	rt, err := snakepit.Start(ctx, snakepit.Config{Logger: log, RuntimeDir: dir,
-		Pools: []snakepit.PoolConfig{pool(t, "p", "echo_tools", 1)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runDirs, _ := filepath.Glob(filepath.Join(dir, "snakepit-*"))
-	if len(runDirs) != 1 {
-		t.Fatalf("runtime directories: %v", runDirs)
-	}
-	st, err := os.Stat(runDirs[0])
-	if err != nil || st.Mode().Perm() != 0o700 {
-		t.Fatalf("runtime directory mode = %v (%v), want 0700", st.Mode().Perm(), err)
-	}
-	socks, _ := filepath.Glob(filepath.Join(runDirs[0], "*.sock"))
-	for _, s := range socks {
-		if st, err := os.Stat(s); err != nil || st.Mode().Perm() != 0o600 {
-			t.Fatalf("socket %s mode = %v, want 0600", s, st.Mode().Perm())
+	eachTransport(t, func(t *testing.T) {
+		dir := t.TempDir()
+		log, _ := testLogger(t)
+		ctx := callCtx(t)
+		rt, err := snakepit.Start(ctx, snakepit.Config{Logger: log, RuntimeDir: dir,
+			Pools: []snakepit.PoolConfig{pool(t, "p", "echo_tools", 1)}})
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if len(socks) != 1 {
-		t.Fatalf("sockets: %v", socks)
-	}
-	if err := rt.Stop(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(runDirs[0]); !os.IsNotExist(err) {
-		t.Fatalf("runtime directory left after Stop: %v", err)
-	}
+		runDirs, _ := filepath.Glob(filepath.Join(dir, "snakepit-*"))
+		if len(runDirs) != 1 {
+			t.Fatalf("runtime directories: %v", runDirs)
+		}
+		st, err := os.Stat(runDirs[0])
+		if err != nil || st.Mode().Perm() != 0o700 {
+			t.Fatalf("runtime directory mode = %v (%v), want 0700", st.Mode().Perm(), err)
+		}
+		socks, _ := filepath.Glob(filepath.Join(runDirs[0], "*.sock"))
+		for _, s := range socks {
+			if st, err := os.Stat(s); err != nil || st.Mode().Perm() != 0o600 {
+				t.Fatalf("socket %s mode = %v, want 0600", s, st.Mode().Perm())
+			}
+		}
+		if len(socks) != 1 {
+			t.Fatalf("sockets: %v", socks)
+		}
+		if err := rt.Stop(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(runDirs[0]); !os.IsNotExist(err) {
+			t.Fatalf("runtime directory left after Stop: %v", err)
+		}
+	})
 }
 
 // TestNoCallLostWhileWorkersDie kills workers under concurrent load: every
 // call must end with a result or ErrWorkerCrashed, none with anything else,
 // none hanging.
 func TestNoCallLostWhileWorkersDie(t *testing.T) {
-	const callers, maxPerCaller, kills = 8, 2000, 5
-	p := pool(t, "p", "echo_tools", 3)
-	p.Restart.MaxRestarts = 100
-	rt, _ := start(t, p)
-	var issued, ok, crashed, other atomic.Int64
-	var wg sync.WaitGroup
-	killing := make(chan struct{})
-	for c := 0; c < callers; c++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < maxPerCaller; i++ { // load lasts until the kills are done
-				select {
-				case <-killing:
-					return
-				default:
+	eachTransport(t, func(t *testing.T) {
+		const callers, maxPerCaller, kills = 8, 2000, 5
+		p := pool(t, "p", "echo_tools", 3)
+		p.Restart.MaxRestarts = 100
+		rt, _ := start(t, p)
+		var issued, ok, crashed, other atomic.Int64
+		var wg sync.WaitGroup
+		killing := make(chan struct{})
+		for c := 0; c < callers; c++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < maxPerCaller; i++ { // load lasts until the kills are done
+					select {
+					case <-killing:
+						return
+					default:
+					}
+					issued.Add(1)
+					_, err := rt.Call(callCtx(t), "p", "sleep", map[string]any{"seconds": 0.005})
+					switch {
+					case err == nil:
+						ok.Add(1)
+					case errors.Is(err, snakepit.ErrWorkerCrashed):
+						crashed.Add(1)
+					default:
+						other.Add(1)
+						t.Errorf("call ended with an unexpected error: %v", err)
+					}
 				}
-				issued.Add(1)
-				_, err := rt.Call(callCtx(t), "p", "sleep", map[string]any{"seconds": 0.005})
-				switch {
-				case err == nil:
-					ok.Add(1)
-				case errors.Is(err, snakepit.ErrWorkerCrashed):
-					crashed.Add(1)
-				default:
-					other.Add(1)
-					t.Errorf("call ended with an unexpected error: %v", err)
-				}
-			}
-		}()
-	}
-	for k := 0; k < kills; k++ {
-		old := killWorker(t, rt, "p", k%3)
-		waitFor(t, "the killed worker to be replaced", 20*time.Second, func() bool {
-			w := health(t, rt, "p").Workers[k%3]
+			}()
+		}
+		for k := 0; k < kills; k++ {
+			old := killWorker(t, rt, "p", k%3)
+			waitFor(t, "the killed worker to be replaced", 20*time.Second, func() bool {
+				w := health(t, rt, "p").Workers[k%3]
+				return w.Ready && w.Pid != old
+			})
+		}
+		close(killing)
+		wg.Wait()
+		if ended := ok.Load() + crashed.Load() + other.Load(); ended != issued.Load() {
+			t.Fatalf("%d calls ended, %d issued", ended, issued.Load())
+		}
+		t.Logf("%d ok, %d ErrWorkerCrashed, %d other", ok.Load(), crashed.Load(), other.Load())
+		if h := health(t, rt, "p"); h.Ready != 3 || h.Failed {
+			t.Fatalf("pool after the kills: %+v", h)
+		}
+	})
+}
+
+// TestWorkerSendingGarbageIsReplaced: bytes that are no valid frame end the
+// connection with a clear error, the call fails at once rather than hanging,
+// and the worker is replaced.
+func TestWorkerSendingGarbageIsReplaced(t *testing.T) {
+	eachTransport(t, func(t *testing.T) {
+		if transportOf(t).transport != "native" {
+			t.Skip("gRPC's sockets live in its C core, out of a tool's reach")
+		}
+		rt, _ := start(t, pool(t, "p", "chaos_tools", 1))
+		old := health(t, rt, "p").Workers[0].Pid
+		_, err := rt.Call(callCtx(t), "p", "write_garbage", nil)
+		if !errors.Is(err, snakepit.ErrTransport) {
+			t.Fatalf("got %v, want ErrTransport", err)
+		}
+		if !strings.Contains(err.Error(), "bad frame") {
+			t.Fatalf("error does not say what was wrong: %v", err)
+		}
+		waitFor(t, "the worker to be replaced", 20*time.Second, func() bool {
+			w := health(t, rt, "p").Workers[0]
 			return w.Ready && w.Pid != old
 		})
-	}
-	close(killing)
-	wg.Wait()
-	if ended := ok.Load() + crashed.Load() + other.Load(); ended != issued.Load() {
-		t.Fatalf("%d calls ended, %d issued", ended, issued.Load())
-	}
-	t.Logf("%d ok, %d ErrWorkerCrashed, %d other", ok.Load(), crashed.Load(), other.Load())
-	if h := health(t, rt, "p"); h.Ready != 3 || h.Failed {
-		t.Fatalf("pool after the kills: %+v", h)
-	}
+		res, err := rt.Call(callCtx(t), "p", "ping", nil)
+		var pong string
+		if err != nil || res.Decode(&pong) != nil || pong != "pong" {
+			t.Fatalf("after replacement: %v %q", err, pong)
+		}
+	})
 }

@@ -92,10 +92,11 @@ type (
 		gen    uint64
 		status pyworker.ExitStatus
 	}
-	callDone struct {
+	transportBroken struct {
 		gen uint64
-		id  string
+		err string
 	}
+	callDone struct{ id string }
 )
 
 // Reasons a worker actor fails with (the panic value its supervisor sees).

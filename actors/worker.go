@@ -61,13 +61,15 @@ func (w *workerActor) Receive(ctx actor.Context) {
 	case *dispatch:
 		w.execute(ctx, m)
 	case *callDone:
-		w.onCallDone(ctx, m)
+		w.onCallDone(m)
 	case *apb.CancelCall:
 		if cancel, ok := w.inflight[m.GetRequestId()]; ok {
 			cancel()
 		}
 	case *processExited:
 		w.onExit(ctx, m)
+	case *transportBroken:
+		w.onTransportBroken(m)
 	case *DescribeQuery, *StatsQuery:
 		w.answerQuery(ctx, m)
 	case *actor.Restarting:
@@ -146,8 +148,14 @@ func (w *workerActor) execute(ctx actor.Context, d *dispatch) {
 		defer cancel()
 		reply := runCall(cctx, h, req, down)
 		reply.WorkerId = id
+		if reply.GetFailure().GetCode() == apb.Failure_CODE_TRANSPORT {
+			root.Send(self, &transportBroken{gen: gen, err: reply.GetFailure().GetMessage()})
+		}
+		// The slot goes straight back to the pool, before the caller hears:
+		// the next call must not wait for a hop through this actor.
+		root.Send(parent, &slotFreed{worker: self, gen: gen, id: req.GetRequestId()})
 		root.Send(d.caller, reply)
-		root.Send(self, &callDone{gen: gen, id: req.GetRequestId()})
+		root.Send(self, &callDone{id: req.GetRequestId()})
 	}()
 }
 
@@ -192,11 +200,8 @@ func classifyFailure(ctx context.Context, h *pyworker.Handle, err error, down fu
 	}
 }
 
-func (w *workerActor) onCallDone(ctx actor.Context, m *callDone) {
+func (w *workerActor) onCallDone(m *callDone) {
 	delete(w.inflight, m.id)
-	if m.gen == w.gen {
-		ctx.Send(ctx.Parent(), &slotFreed{worker: ctx.Self(), gen: m.gen, id: m.id})
-	}
 }
 
 func (w *workerActor) onExit(ctx actor.Context, m *processExited) {
@@ -206,6 +211,16 @@ func (w *workerActor) onExit(ctx actor.Context, m *processExited) {
 	w.slot.log.Warn("worker process died", "pid", w.h.Pid(), "status", m.status.String())
 	ctx.Send(ctx.Parent(), &workerDown{worker: ctx.Self(), gen: w.gen})
 	panic(&crashed{status: m.status})
+}
+
+// onTransportBroken replaces a worker whose connection failed while its
+// process lives on: it cannot be trusted with another call.
+func (w *workerActor) onTransportBroken(m *transportBroken) {
+	if m.gen != w.gen || w.h == nil || w.stopping {
+		return
+	}
+	w.slot.log.Error("worker connection failed; killing the worker to replace it", "pid", w.h.Pid(), "error", m.err)
+	go w.h.Kill() // its exit arrives as processExited: the crash path restarts it
 }
 
 // release ends the launch in progress and hands the process to end in a

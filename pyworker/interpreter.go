@@ -47,12 +47,21 @@ type NoPythonError struct {
 
 func (e *NoPythonError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "no usable Python interpreter (from %s) can import %s; tried:", e.Source, strings.Join(e.Modules, ", "))
+	if len(e.Modules) == 0 {
+		fmt.Fprintf(&b, "no usable Python 3.11+ interpreter (from %s); tried:", e.Source)
+	} else {
+		fmt.Fprintf(&b, "no usable Python 3.11+ interpreter (from %s) can import %s; tried:", e.Source, strings.Join(e.Modules, ", "))
+	}
 	for _, a := range e.Tried {
 		fmt.Fprintf(&b, "\n  - %s: %s", a.Candidate, a.Problem)
 	}
-	b.WriteString("\nfix: install the worker's packages for one of them (Debian: `apt-get install python3-grpcio python3-protobuf`, or `make setup`; " +
-		"elsewhere: `python3 -m pip install grpcio protobuf`), or set Config.Python or $SNAKEPIT_PYTHON to an interpreter that has them")
+	if len(e.Modules) == 0 {
+		b.WriteString("\nfix: install Python 3.11 or newer, or set Config.Python or $SNAKEPIT_PYTHON to one")
+	} else {
+		b.WriteString("\nfix: install the worker's packages for one of them (Debian: `apt-get install python3-grpcio python3-protobuf`, or `make setup`; " +
+			"elsewhere: `python3 -m pip install grpcio protobuf`), use the default native transport (PoolConfig.Transport), " +
+			"or set Config.Python or $SNAKEPIT_PYTHON to an interpreter that has them")
+	}
 	return b.String()
 }
 

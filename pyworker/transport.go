@@ -3,6 +3,7 @@ package pyworker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/snakepit-go/snakepit/pyworker/pb"
@@ -45,3 +46,19 @@ type Conn interface {
 // ErrMessageTooLarge is returned by Conn.Execute when the request or the
 // reply exceeds Endpoint.MaxMessageBytes.
 var ErrMessageTooLarge = errors.New("message exceeds the maximum size")
+
+// DefaultTransport is the transport a pool uses when it names none.
+const DefaultTransport = "native"
+
+var transports = map[string]Transport{"native": Native{}, "grpc": GRPC{}}
+
+// LookupTransport returns the named transport ("" means DefaultTransport).
+func LookupTransport(name string) (Transport, error) {
+	if name == "" {
+		name = DefaultTransport
+	}
+	if t, ok := transports[name]; ok {
+		return t, nil
+	}
+	return nil, fmt.Errorf("unknown transport %q (known: grpc, native)", name)
+}

@@ -147,10 +147,11 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 	e := &Env{Interpreter: interp, procs: pyworker.NewProcessSet()}
 	e.GRPCVersion, e.PBVersion = moduleVersions(ctx, interp.Path)
 
+	// The runtime's pools use the gRPC transport, the one the raw path speaks.
 	var pools []snakepit.PoolConfig
 	for _, size := range o.PoolSizes {
 		pools = append(pools, snakepit.PoolConfig{Name: PoolName(size), Adapter: Adapter, Size: size,
-			PythonPath: []string{o.AdapterDir}})
+			Transport: "grpc", PythonPath: []string{o.AdapterDir}})
 		e.pools = append(e.pools, PoolName(size))
 	}
 	if len(pools) > 0 {

@@ -93,6 +93,10 @@ const (
 	ErrorInfo_KIND_DEADLINE_EXCEEDED ErrorInfo_Kind = 5
 	// The worker is shutting down and takes no new calls.
 	ErrorInfo_KIND_SHUTTING_DOWN ErrorInfo_Kind = 6
+	// The result exceeds the message size limit.
+	ErrorInfo_KIND_TOO_LARGE ErrorInfo_Kind = 7
+	// The caller cancelled the call before it finished.
+	ErrorInfo_KIND_CANCELLED ErrorInfo_Kind = 8
 )
 
 // Enum value maps for ErrorInfo_Kind.
@@ -105,6 +109,8 @@ var (
 		4: "KIND_UNENCODABLE_RESULT",
 		5: "KIND_DEADLINE_EXCEEDED",
 		6: "KIND_SHUTTING_DOWN",
+		7: "KIND_TOO_LARGE",
+		8: "KIND_CANCELLED",
 	}
 	ErrorInfo_Kind_value = map[string]int32{
 		"KIND_UNSPECIFIED":        0,
@@ -114,6 +120,8 @@ var (
 		"KIND_UNENCODABLE_RESULT": 4,
 		"KIND_DEADLINE_EXCEEDED":  5,
 		"KIND_SHUTTING_DOWN":      6,
+		"KIND_TOO_LARGE":          7,
+		"KIND_CANCELLED":          8,
 	}
 )
 
@@ -1014,12 +1022,12 @@ const file_snakepit_v1_worker_proto_rawDesc = "" +
 	"\n" +
 	"result_raw\x18\x03 \x01(\fH\x00R\tresultRaw\x12.\n" +
 	"\x05error\x18\x04 \x01(\v2\x16.snakepit.v1.ErrorInfoH\x00R\x05errorB\t\n" +
-	"\aoutcome\"\xc0\x02\n" +
+	"\aoutcome\"\xe8\x02\n" +
 	"\tErrorInfo\x12/\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1b.snakepit.v1.ErrorInfo.KindR\x04kind\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12\x1c\n" +
-	"\ttraceback\x18\x04 \x01(\tR\ttraceback\"\xb5\x01\n" +
+	"\ttraceback\x18\x04 \x01(\tR\ttraceback\"\xdd\x01\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13KIND_TOOL_EXCEPTION\x10\x01\x12\x15\n" +
@@ -1027,7 +1035,9 @@ const file_snakepit_v1_worker_proto_rawDesc = "" +
 	"\x12KIND_BAD_ARGUMENTS\x10\x03\x12\x1b\n" +
 	"\x17KIND_UNENCODABLE_RESULT\x10\x04\x12\x1a\n" +
 	"\x16KIND_DEADLINE_EXCEEDED\x10\x05\x12\x16\n" +
-	"\x12KIND_SHUTTING_DOWN\x10\x06\"\x11\n" +
+	"\x12KIND_SHUTTING_DOWN\x10\x06\x12\x12\n" +
+	"\x0eKIND_TOO_LARGE\x10\a\x12\x12\n" +
+	"\x0eKIND_CANCELLED\x10\b\"\x11\n" +
 	"\x0fDescribeRequest\"V\n" +
 	"\rDescribeReply\x12+\n" +
 	"\x05tools\x18\x01 \x03(\v2\x15.snakepit.v1.ToolInfoR\x05tools\x12\x18\n" +

@@ -1,7 +1,8 @@
 """Arguments in, results and errors out: the rules of the wire encoding.
 
-Pure Python (no grpc, no protobuf) so it can be unit-tested directly; the
-server turns these values into protobuf messages.
+Pure Python (standard library only) so it can be unit-tested directly; the
+gRPC server turns these values into protobuf messages, the native server
+into frames.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ ALLOWED_RESULT_TYPES = (
 
 
 class ErrorKind(enum.Enum):
-    """Mirrors snakepit.v1.ErrorInfo.Kind; the value is the proto enum name."""
+    """Mirrors snakepit.v1.ErrorInfo.Kind; the value is the proto enum name,
+    the member name is the native wire format's ``kind``."""
 
     INTERNAL = "KIND_UNSPECIFIED"
     TOOL_EXCEPTION = "KIND_TOOL_EXCEPTION"
@@ -32,6 +34,8 @@ class ErrorKind(enum.Enum):
     UNENCODABLE_RESULT = "KIND_UNENCODABLE_RESULT"
     DEADLINE_EXCEEDED = "KIND_DEADLINE_EXCEEDED"
     SHUTTING_DOWN = "KIND_SHUTTING_DOWN"
+    TOO_LARGE = "KIND_TOO_LARGE"
+    CANCELLED = "KIND_CANCELLED"
 
 
 class CallError(Exception):
@@ -84,9 +88,9 @@ def decode_args(
 ) -> Dict[str, Any]:
     """Keyword arguments from ``args_json`` (a JSON object, or empty) plus
     ``binary_args`` (added as ``bytes``). Raises CallError(BAD_ARGUMENTS)."""
-    kwargs: Dict[str, Any]
+    decoded: Any
     if not args_json:
-        kwargs = {}
+        decoded = {}
     else:
         try:
             decoded = json.loads(bytes(args_json).decode("utf-8"))
@@ -95,20 +99,35 @@ def decode_args(
                 ErrorKind.BAD_ARGUMENTS,
                 f"{tool_name}: args_json is not valid UTF-8 JSON: {exc}",
             ) from None
-        if not isinstance(decoded, dict):
-            raise CallError(
-                ErrorKind.BAD_ARGUMENTS,
-                f"{tool_name}: args_json must be a JSON object of keyword arguments, "
-                f"got a JSON {_json_kind(decoded)}",
-            )
-        kwargs = decoded
-    for name, value in (binary_args or {}).items():
-        if name in kwargs:
-            raise CallError(
-                ErrorKind.BAD_ARGUMENTS,
-                f"{tool_name}: argument {name!r} is given both in args_json and in binary_args",
-            )
-        kwargs[name] = bytes(value)
+    return merge_args(tool_name, decoded, binary_args)
+
+
+def merge_args(
+    tool_name: str,
+    decoded: Any,
+    binary_args: Optional[Mapping[str, bytes]] = None,
+    json_field: str = "args_json",
+    binary_field: str = "binary_args",
+) -> Dict[str, Any]:
+    """Keyword arguments from an already decoded JSON value (must be an
+    object; it is updated in place) plus ``binary_args`` as ``bytes``.
+    Raises CallError(BAD_ARGUMENTS); the messages name the fields as given."""
+    if not isinstance(decoded, dict):
+        raise CallError(
+            ErrorKind.BAD_ARGUMENTS,
+            f"{tool_name}: {json_field} must be a JSON object of keyword arguments, "
+            f"got a JSON {_json_kind(decoded)}",
+        )
+    kwargs: Dict[str, Any] = decoded
+    if binary_args:
+        for name, value in binary_args.items():
+            if name in kwargs:
+                raise CallError(
+                    ErrorKind.BAD_ARGUMENTS,
+                    f"{tool_name}: argument {name!r} is given both in {json_field} "
+                    f"and in {binary_field}",
+                )
+            kwargs[name] = value if type(value) is bytes else bytes(value)
     return kwargs
 
 

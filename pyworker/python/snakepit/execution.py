@@ -1,4 +1,4 @@
-"""Running one tool call: look up, bind, call, encode (no grpc here).
+"""Running one tool call: look up, bind, call, encode (standard library only).
 
 ``run_sync`` and ``run_async`` never raise for anything the tool does; they
 return an Outcome, so a thread pool future or a task always yields a value.
@@ -18,6 +18,7 @@ from snakepit.codec import (
     decode_args,
     encode_result,
     error_from_exception,
+    merge_args,
 )
 
 Outcome = Union[EncodedResult, CallError]
@@ -45,6 +46,18 @@ def prepare_call(
 ) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
     """Decoded and bound ``(args, kwargs)``. Raises CallError(BAD_ARGUMENTS)."""
     return bind_args(tool, decode_args(tool.name, args_json, binary_args))
+
+
+def prepare_decoded_call(
+    tool: Tool,
+    args: Any,
+    binary_args: Optional[Mapping[str, bytes]] = None,
+    json_field: str = "args",
+    binary_field: str = "bin",
+) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
+    """Like prepare_call, for arguments already decoded from JSON (the native
+    transport's ``args``). Raises CallError(BAD_ARGUMENTS)."""
+    return bind_args(tool, merge_args(tool.name, args, binary_args, json_field, binary_field))
 
 
 def _invoke(tool: Tool, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:

@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import hmac
-import inspect
 import logging
 import os
-import platform
 import signal
-import stat
-import sys
-import sysconfig
-import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -22,66 +15,30 @@ import grpc
 from snakepit.adapter import LoadedAdapter, Tool, close_adapter
 from snakepit.codec import CallError, EncodedResult, ErrorKind, error_from_exception
 from snakepit.execution import Outcome, find_tool, prepare_call, run_async, run_sync
-from snakepit.introspect import describe_params
+from snakepit.service import (  # noqa: F401 - re-exported for callers of this module
+    DEFAULT_MAX_MESSAGE_BYTES,
+    MAX_SOCKET_PATH_BYTES,
+    SIGNAL_GRACE_SECONDS,
+    Counters,
+    ShutdownState,
+    check_socket_path,
+    describe_payload,
+    free_threaded_build,
+    gil_enabled,
+    health_payload,
+    max_message_bytes_from_env,
+    rss_bytes,
+    stats_payload,
+    token_matches,
+)
 from snakepit.v1 import worker_pb2, worker_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
 TOKEN_METADATA_KEY = "x-snakepit-token"
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-#: Longest Unix socket path Linux accepts (sun_path is 108 bytes with the NUL).
-MAX_SOCKET_PATH_BYTES = 107
-#: Grace given by SIGTERM / SIGINT.
-SIGNAL_GRACE_SECONDS = 5.0
 #: How long server.stop() lets the last replies (e.g. Shutdown's) go out.
 _STOP_GRACE_SECONDS = 0.5
 _DRAIN_POLL_SECONDS = 0.01
-
-
-class Counters:
-    """Thread-safe in-flight / served counters (finish() runs in tool threads)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._in_flight = 0
-        self._served = 0
-
-    def start(self) -> None:
-        with self._lock:
-            self._in_flight += 1
-
-    def finish(self) -> None:
-        with self._lock:
-            self._in_flight -= 1
-            self._served += 1
-
-    def snapshot(self) -> Tuple[int, int]:
-        """``(in_flight, requests_served)``."""
-        with self._lock:
-            return self._in_flight, self._served
-
-    @property
-    def in_flight(self) -> int:
-        return self.snapshot()[0]
-
-
-def rss_bytes() -> int:
-    """Resident set size from /proc/self/statm; 0 where unreadable."""
-    try:
-        with open("/proc/self/statm", "rb") as statm:
-            resident_pages = int(statm.read().split()[1])
-        return resident_pages * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def gil_enabled() -> bool:
-    is_enabled = getattr(sys, "_is_gil_enabled", None)
-    return bool(is_enabled()) if callable(is_enabled) else True
-
-
-def free_threaded_build() -> bool:
-    return bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 
 
 def _error_info(err: CallError) -> worker_pb2.ErrorInfo:
@@ -101,62 +58,14 @@ def execute_reply(request_id: str, outcome: Outcome) -> worker_pb2.ExecuteReply:
     return worker_pb2.ExecuteReply(request_id=request_id, error=_error_info(outcome))
 
 
-def tool_info(tool: Tool, doc: Optional[str]) -> worker_pb2.ToolInfo:
+def tool_info(payload: Dict[str, Any]) -> worker_pb2.ToolInfo:
+    """A ToolInfo from service.tool_payload()'s dict."""
     return worker_pb2.ToolInfo(
-        name=tool.name,
-        doc=doc or "",
-        is_async=tool.is_async,
-        params=[
-            worker_pb2.ParamInfo(
-                name=p.name,
-                annotation=p.annotation,
-                required=p.required,
-                default_json=p.default_json,
-                kind=p.kind,
-            )
-            for p in describe_params(tool.signature)
-        ],
+        name=payload["name"],
+        doc=payload["doc"],
+        is_async=payload["is_async"],
+        params=[worker_pb2.ParamInfo(**p) for p in payload["params"]],
     )
-
-
-def _tool_doc(tool: Tool) -> str:
-    try:
-        return inspect.getdoc(tool.func) or ""
-    except Exception:
-        return ""
-
-
-def max_message_bytes_from_env(environ: Optional[Dict[str, str]] = None) -> int:
-    """``$SNAKEPIT_MAX_MESSAGE_BYTES`` or 64 MiB. Raises ValueError if malformed."""
-    env = os.environ if environ is None else environ
-    raw = env.get("SNAKEPIT_MAX_MESSAGE_BYTES", "").strip()
-    if not raw:
-        return DEFAULT_MAX_MESSAGE_BYTES
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"SNAKEPIT_MAX_MESSAGE_BYTES={raw!r} is not an integer") from None
-    if value <= 0:
-        raise ValueError(f"SNAKEPIT_MAX_MESSAGE_BYTES={raw!r} must be positive")
-    return value
-
-
-def check_socket_path(path: str) -> None:
-    """Fail early, with a clear message, where binding the Unix socket would fail.
-
-    A stale socket file at ``path`` is fine: gRPC replaces it.
-    """
-    size = len(os.fsencode(path))
-    if not path or size > MAX_SOCKET_PATH_BYTES:
-        raise ValueError(
-            f"socket path {path!r} is {size} bytes; Unix socket paths must be "
-            f"1 to {MAX_SOCKET_PATH_BYTES} bytes"
-        )
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"socket directory {directory!r} does not exist")
-    if os.path.lexists(path) and not stat.S_ISSOCK(os.lstat(path).st_mode):
-        raise FileExistsError(f"socket path {path!r} exists and is not a socket")
 
 
 class WorkerServer:
@@ -184,12 +93,10 @@ class WorkerServer:
             max_workers=capacity, thread_name_prefix="snakepit-tool"
         )
         self._tool_infos: List[worker_pb2.ToolInfo] = [
-            tool_info(adapter.tools[name], _tool_doc(adapter.tools[name]))
-            for name in adapter.tool_names()
+            tool_info(payload) for payload in describe_payload(adapter)["tools"]
         ]
         self._server: Optional[grpc.aio.Server] = None
-        self._shutting_down = False
-        self._drain_deadline: Optional[float] = None
+        self._shutdown = ShutdownState()
         self._shutdown_task: Optional["asyncio.Task[None]"] = None
         self._stopped: Optional[asyncio.Event] = None
 
@@ -234,7 +141,7 @@ class WorkerServer:
 
     @property
     def shutting_down(self) -> bool:
-        return self._shutting_down
+        return self._shutdown.requested
 
     def request_shutdown(self, grace_seconds: float, reason: str = "Shutdown") -> int:
         """Stop taking calls; drain in the background. Returns calls in flight now.
@@ -243,11 +150,7 @@ class WorkerServer:
         """
         in_flight = self._counters.in_flight
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(0.0, grace_seconds)
-        if self._drain_deadline is None or deadline < self._drain_deadline:
-            self._drain_deadline = deadline
-        if self._shutdown_task is None:
-            self._shutting_down = True
+        if self._shutdown.request(grace_seconds):
             logger.info(
                 "shutting down (%s): %d call(s) in flight, grace %.3fs",
                 reason, in_flight, max(0.0, grace_seconds),
@@ -256,9 +159,8 @@ class WorkerServer:
         return in_flight
 
     async def _drain_and_stop(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
-            while self._counters.in_flight > 0 and loop.time() < (self._drain_deadline or 0.0):
+            while self._counters.in_flight > 0 and time.monotonic() < self._shutdown.deadline():
                 await asyncio.sleep(_DRAIN_POLL_SECONDS)
             left = self._counters.in_flight
             if left:
@@ -289,15 +191,11 @@ class WorkerServer:
         for key, value in context.invocation_metadata() or ():
             if key == TOKEN_METADATA_KEY:
                 supplied = value
-        if isinstance(supplied, str):
-            supplied = supplied.encode("utf-8")
-        if not isinstance(supplied, bytes):
-            return False
-        return hmac.compare_digest(supplied, self._token)
+        return token_matches(supplied, self._token)
 
     async def execute(self, request: worker_pb2.ExecuteRequest) -> worker_pb2.ExecuteReply:
         request_id = request.request_id
-        if self._shutting_down:
+        if self._shutdown.requested:
             return execute_reply(
                 request_id,
                 CallError(ErrorKind.SHUTTING_DOWN, "the worker is shutting down and takes no new calls"),
@@ -385,26 +283,10 @@ class WorkerServer:
         return worker_pb2.DescribeReply(tools=self._tool_infos, adapter=self.adapter.spec)
 
     def health(self) -> worker_pb2.HealthReply:
-        return worker_pb2.HealthReply(
-            ok=not self._shutting_down,
-            protocol_version=worker_pb2.PROTOCOL_VERSION_CURRENT,
-            pid=os.getpid(),
-        )
+        return worker_pb2.HealthReply(**health_payload(not self._shutdown.requested))
 
     def stats(self) -> worker_pb2.StatsReply:
-        in_flight, served = self._counters.snapshot()
-        return worker_pb2.StatsReply(
-            pid=os.getpid(),
-            python_version=platform.python_version(),
-            implementation=platform.python_implementation(),
-            in_flight=in_flight,
-            requests_served=served,
-            free_threaded_build=free_threaded_build(),
-            gil_enabled=gil_enabled(),
-            capacity=self.capacity,
-            rss_bytes=rss_bytes(),
-            uptime_seconds=time.monotonic() - self._started,
-        )
+        return worker_pb2.StatsReply(**stats_payload(self._counters, self.capacity, self._started))
 
 
 class WorkerServicer(worker_pb2_grpc.WorkerServicer):

@@ -3,6 +3,9 @@
 stdout carries exactly one protocol line (see snakepit.handshake): READY once
 the server listens, or BOOT-ERROR (exit code 78) when start-up fails. Logs go
 to stderr. After READY, stdout is only the tools' own ``print()`` output.
+
+Transports: ``native`` (the default; docs/wire-format.md, standard library
+only) and ``grpc`` (needs grpcio and protobuf, imported only when chosen).
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from snakepit.logsetup import configure_logging
 logger = logging.getLogger("snakepit.worker")
 
 TOKEN_ENV = "SNAKEPIT_TOKEN"
-TRANSPORTS = ("grpc",)
+TRANSPORTS = ("native", "grpc")
+DEFAULT_TRANSPORT = "native"
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,7 @@ class Options:
 def _transport(value: str) -> str:
     if value not in TRANSPORTS:
         raise argparse.ArgumentTypeError(
-            f"unsupported transport {value!r}: only {', '.join(TRANSPORTS)!s} is supported"
+            f"unsupported transport {value!r}: choose one of {', '.join(TRANSPORTS)}"
         )
     return value
 
@@ -72,8 +76,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
     )
     parser.add_argument("--adapter", required=True, metavar="SPEC",
                         help="'pkg.module' or 'pkg.module:ClassName'")
-    parser.add_argument("--transport", type=_transport, default="grpc",
-                        help="wire transport (only 'grpc')")
+    parser.add_argument("--transport", type=_transport, default=DEFAULT_TRANSPORT,
+                        help="wire transport: 'native' (default) or 'grpc'")
     parser.add_argument("--socket", required=True, metavar="PATH",
                         help="Unix socket path to listen on")
     parser.add_argument("--worker-id", default="", metavar="ID", help="worker id for logs")
@@ -139,10 +143,46 @@ def _boot_failed(exc: BaseException) -> int:
     return BOOT_ERROR_EXIT_CODE
 
 
-async def _serve(
+def _announce_ready(options: Options, adapter: LoadedAdapter) -> None:
+    emit(ready_line(options.transport, PROTOCOL_VERSION), sys.stdout)
+    _line_buffer_stdout()
+    logger.info(
+        "worker %s ready: adapter %r, tools [%s], capacity %d, socket %s, pid %d, run %s",
+        options.worker_id or "-", adapter.spec, ", ".join(adapter.tool_names()),
+        options.capacity, options.socket, os.getpid(), options.run_id or "-",
+    )
+
+
+def _serve_native(
     options: Options, adapter: LoadedAdapter, token: str, started: float
 ) -> Tuple[int, int]:
-    """Run until shutdown. Returns (exit code, calls still running)."""
+    """Run the native server until shutdown. Returns (exit code, calls still running)."""
+    from snakepit.native_server import NativeServer
+    from snakepit.service import max_message_bytes_from_env
+
+    try:
+        server = NativeServer(
+            adapter,
+            token,
+            capacity=options.capacity,
+            max_message_bytes=max_message_bytes_from_env(),
+            started_monotonic=started,
+        )
+        server.start(options.socket)
+    except Exception as exc:
+        return _boot_failed(exc), 0
+    server.install_signal_handlers()
+    _announce_ready(options, adapter)
+    server.wait_stopped()
+    left = server.in_flight
+    logger.info("worker %s stopped", options.worker_id or "-")
+    return 0, left
+
+
+async def _serve_grpc(
+    options: Options, adapter: LoadedAdapter, token: str, started: float
+) -> Tuple[int, int]:
+    """Run the gRPC server until shutdown. Returns (exit code, calls still running)."""
     from snakepit.server import WorkerServer, max_message_bytes_from_env  # imports grpc
 
     try:
@@ -157,13 +197,7 @@ async def _serve(
     except Exception as exc:
         return _boot_failed(exc), 0
     server.install_signal_handlers()
-    emit(ready_line(options.transport, PROTOCOL_VERSION), sys.stdout)
-    _line_buffer_stdout()
-    logger.info(
-        "worker %s ready: adapter %r, tools [%s], capacity %d, socket %s, pid %d, run %s",
-        options.worker_id or "-", adapter.spec, ", ".join(adapter.tool_names()),
-        options.capacity, options.socket, os.getpid(), options.run_id or "-",
-    )
+    _announce_ready(options, adapter)
     await server.wait_stopped()
     left = server.in_flight
     logger.info("worker %s stopped", options.worker_id or "-")
@@ -198,7 +232,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise
         return _boot_failed(exc)
 
-    code, left = asyncio.run(_serve(options, adapter, token, started))
+    if options.transport == "grpc":
+        code, left = asyncio.run(_serve_grpc(options, adapter, token, started))
+    else:
+        code, left = _serve_native(options, adapter, token, started)
     if code != 0:
         return code
     if left:

@@ -25,6 +25,15 @@ TEST_ADAPTER_DIR = Path(__file__).resolve().parent / "adapters"
 READY_PREFIX = "SNAKEPIT-READY "
 BOOT_ERROR_PREFIX = "SNAKEPIT-BOOT-ERROR "
 START_TIMEOUT = 20.0
+#: os.pathsep-separated interpreters to run native workers under (default: this one).
+PYTHONS_ENV = "SNAKEPIT_TEST_PYTHONS"
+
+
+def pythons_under_test() -> List[str]:
+    """Interpreters for the native integration tests: $SNAKEPIT_TEST_PYTHONS or this one."""
+    raw = os.environ.get(PYTHONS_ENV, "").strip()
+    found = [p for p in raw.split(os.pathsep) if p.strip()] if raw else []
+    return found or [sys.executable]
 
 
 class WorkerProcess:
@@ -40,15 +49,19 @@ class WorkerProcess:
         env: Optional[Mapping[str, str]] = None,
         stdin: Any = subprocess.DEVNULL,
         socket: str = "",
+        transport: Optional[str] = "grpc",
+        python: str = "",
     ) -> None:
         self.token = token or uuid.uuid4().hex
         # Short directory: Unix socket paths are limited to ~107 bytes.
         self.dir = tempfile.mkdtemp(prefix="sp-", dir="/tmp")
         self.socket = socket or os.path.join(self.dir, "w.sock")
+        self.transport = transport
+        self.python = python or sys.executable
         cmd = [
-            sys.executable, "-m", "snakepit.worker",
+            self.python, "-m", "snakepit.worker",
             "--adapter", adapter,
-            "--transport", "grpc",
+            *(["--transport", transport] if transport else []),
             "--socket", self.socket,
             "--worker-id", "w1",
             "--run-id", "run-test",
@@ -85,6 +98,7 @@ class WorkerProcess:
             thread.start()
         self._channel: Any = None
         self._stub: Any = None
+        self._clients: List[Any] = []
 
     # ------------------------------------------------------------- output
 
@@ -211,9 +225,24 @@ class WorkerProcess:
 
         return self.stub.Stats(worker_pb2.StatsRequest(), metadata=self.metadata(), timeout=10)
 
+    # ------------------------------------------------------------- native
+
+    def connect(self, token: Optional[str] = "", **kw: Any) -> Any:
+        """A NativeClient on this worker's socket, after HELLO with the right
+        token ("" default), another token, or none (``token=None``: no HELLO).
+        Closed with the worker."""
+        from native_client import NativeClient
+
+        client = NativeClient(self.socket, self.token if token == "" else token, **kw)
+        self._clients.append(client)
+        return client
+
     # ------------------------------------------------------------ cleanup
 
     def close(self) -> None:
+        for client in self._clients:
+            client.close()
+        self._clients.clear()
         if self._channel is not None:
             self._channel.close()
             self._channel = None

@@ -1,0 +1,134 @@
+// Package bench holds Go benchmarks of a call through snakepit.Runtime and
+// of the same call as raw gRPC to a worker the runtime does not manage. The
+// fuller comparison, with rounds, medians and a report, is the program
+// bench/callbench (`make bench`); see docs/benchmarks.md.
+//
+//	go test -run '^$' -bench . ./bench
+//
+// Each benchmark has two sub-benchmarks: c1, one caller issuing calls back to
+// back, and c16, 16 concurrent callers (b.RunParallel). Both paths use one
+// worker of the "process" profile (capacity 1). Besides ns/op they report the
+// p50 and p99 latency of the calls in the final b.N run. They skip when no
+// Python with grpcio and protobuf is found.
+package bench
+
+import (
+	"context"
+	"os"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/snakepit-go/snakepit/bench/harness"
+)
+
+var (
+	envOnce sync.Once
+	env     *harness.Env
+	envErr  error
+)
+
+// TestMain stops the workers once every benchmark has run. They are started
+// by the first benchmark that needs them, so `go test` without -bench starts
+// nothing.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if env != nil {
+		env.Close()
+	}
+	os.Exit(code)
+}
+
+func setup(b *testing.B) *harness.Env {
+	b.Helper()
+	envOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		env, envErr = harness.Start(ctx, harness.Options{PoolSizes: []int{1}, RawWorkers: 1})
+	})
+	if harness.IsNoPython(envErr) {
+		b.Skipf("skipping: no Python interpreter with grpcio and protobuf (set $SNAKEPIT_PYTHON or install them): %v", envErr)
+	}
+	if envErr != nil {
+		b.Fatal(envErr)
+	}
+	return env
+}
+
+func runtimeCall(e *harness.Env, p harness.Payload) harness.Call {
+	return e.RuntimeCall(harness.PoolName(1), p)
+}
+
+func rawCall(e *harness.Env, p harness.Payload) harness.Call { return e.RawCall(1, p) }
+
+func BenchmarkRuntimeCall100B(b *testing.B) { benchCall(b, runtimeCall, harness.Payload100B) }
+func BenchmarkRawGRPC100B(b *testing.B)     { benchCall(b, rawCall, harness.Payload100B) }
+func BenchmarkRuntimeCall1MiB(b *testing.B) { benchCall(b, runtimeCall, harness.Payload1MiB) }
+func BenchmarkRawGRPC1MiB(b *testing.B)     { benchCall(b, rawCall, harness.Payload1MiB) }
+
+func benchCall(b *testing.B, path func(*harness.Env, harness.Payload) harness.Call, p harness.Payload) {
+	call := path(setup(b), p)
+	ctx := context.Background()
+	// Warm the connection and the worker up outside the timed runs.
+	if _, err := harness.Measure(ctx, call, 1, 200*time.Millisecond); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("c1", func(b *testing.B) {
+		b.SetBytes(int64(p.Size))
+		lat := make([]time.Duration, 0, b.N)
+		b.ResetTimer()
+		for range b.N {
+			t0 := time.Now()
+			if err := call(ctx, 0); err != nil {
+				b.Fatal(err)
+			}
+			lat = append(lat, time.Since(t0))
+		}
+		b.StopTimer()
+		reportLatency(b, lat)
+	})
+	b.Run("c16", func(b *testing.B) {
+		const callers = 16
+		procs := runtime.GOMAXPROCS(0)
+		b.SetBytes(int64(p.Size))
+		// RunParallel starts parallelism × GOMAXPROCS goroutines.
+		b.SetParallelism((callers + procs - 1) / procs)
+		var (
+			next   atomic.Int64
+			mu     sync.Mutex
+			all    []time.Duration
+			failed atomic.Pointer[error]
+		)
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			g := int(next.Add(1) - 1)
+			var mine []time.Duration
+			for pb.Next() {
+				t0 := time.Now()
+				if err := call(ctx, g); err != nil {
+					failed.CompareAndSwap(nil, &err)
+					return
+				}
+				mine = append(mine, time.Since(t0))
+			}
+			mu.Lock()
+			all = append(all, mine...)
+			mu.Unlock()
+		})
+		b.StopTimer()
+		if err := failed.Load(); err != nil {
+			b.Fatal(*err)
+		}
+		reportLatency(b, all)
+	})
+}
+
+func reportLatency(b *testing.B, lat []time.Duration) {
+	r := harness.Run{Latencies: lat}
+	slices.Sort(r.Latencies)
+	b.ReportMetric(float64(r.Quantile(0.50).Nanoseconds()), "p50-ns")
+	b.ReportMetric(float64(r.Quantile(0.99).Nanoseconds()), "p99-ns")
+}

@@ -1,0 +1,78 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// userHZ is the unit of the CPU times in /proc/<pid>/stat (USER_HZ, 100 on
+// every mainstream Linux configuration).
+const userHZ = 100
+
+// SelfCPU is the user+system CPU time this process has used.
+func SelfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// ProcessCPU is the user+system CPU time the processes pids have used, read
+// from /proc (10 ms resolution).
+func ProcessCPU(pids []int) (time.Duration, error) {
+	var ticks int64
+	for _, pid := range pids {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			return 0, err
+		}
+		s := string(b)
+		// Fields after "(comm)": state is the first, utime the 12th, stime the 13th.
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) < 13 {
+			return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+		}
+		for _, v := range f[11:13] {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+			}
+			ticks += n
+		}
+	}
+	return time.Duration(ticks) * time.Second / userHZ, nil
+}
+
+// RuntimePids are the OS pids of the workers of a runtime pool.
+func (e *Env) RuntimePids(ctx context.Context, pool string) ([]int, error) {
+	hs, err := e.Runtime.Health(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, h := range hs {
+		if h.Name != pool {
+			continue
+		}
+		var pids []int
+		for _, w := range h.Workers {
+			pids = append(pids, w.Pid)
+		}
+		return pids, nil
+	}
+	return nil, fmt.Errorf("no pool %q", pool)
+}
+
+// RawPids are the OS pids of the first n raw workers.
+func (e *Env) RawPids(n int) []int {
+	pids := make([]int, n)
+	for i, w := range e.Raw[:n] {
+		pids[i] = w.handle.Pid()
+	}
+	return pids
+}

@@ -1,0 +1,756 @@
+"""The native transport server: length-prefixed frames over the worker's Unix
+socket (docs/wire-format.md). Standard library only, so it runs on any
+CPython >= 3.11, free-threaded builds included.
+
+Threads:
+
+* the main thread waits for the stop and runs the signal handlers;
+* ``snakepit-accept`` accepts connections;
+* one ``snakepit-conn-N`` reader thread per connection reads frames, starts
+  calls and answers HELLO / REQUEST / CANCEL itself (so health, stats and
+  describe are answered even while every tool thread is busy);
+* sync tools run on a ThreadPoolExecutor of ``capacity`` threads; async
+  tools run as tasks on one event loop in ``snakepit-asyncio`` (unbounded, as
+  with the gRPC server);
+* ``snakepit-shutdown`` drains and stops once a shutdown is requested.
+
+Frames from many threads go out through one lock per connection. A call's
+RESULT / ERROR is sent by the thread (or task) that finished it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import errno
+import logging
+import os
+import platform
+import signal
+import socket
+import stat
+import threading
+import time
+from typing import Any, Dict, Optional, Set, Tuple
+
+from snakepit import wire
+from snakepit.adapter import LoadedAdapter, Tool, close_adapter
+from snakepit.codec import CallError, EncodedResult, ErrorKind, error_from_exception
+from snakepit.execution import Outcome, find_tool, prepare_decoded_call, run_async, run_sync
+from snakepit.service import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    SIGNAL_GRACE_SECONDS,
+    Counters,
+    ShutdownState,
+    check_socket_path,
+    describe_payload,
+    health_payload,
+    stats_payload,
+    token_matches,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Largest HELLO accepted: nothing bigger is read before the token is checked.
+HELLO_MAX_BYTES = wire.META_ALLOWANCE
+#: How long the stop waits for the replies of calls that already finished.
+_STOP_GRACE_SECONDS = 0.5
+#: Bodies up to this size are sent together with their header in one copy.
+_SMALL_BODY = 32 * 1024
+_LISTEN_BACKLOG = 128
+
+_HEADER_PACK = wire.HEADER.pack
+_VERSION = wire.VERSION
+_RESULT = wire.RESULT
+_ERROR = wire.ERROR
+_EXECUTE = wire.EXECUTE
+_CANCEL = wire.CANCEL
+_REQUEST = wire.REQUEST
+
+# CallContext states.
+QUEUED = 0
+RUNNING = 1
+DONE = 2
+
+
+class CallContext:
+    """One EXECUTE between its arrival and its answer.
+
+    ``cancelled`` turns True when a CANCEL arrives; a running sync tool is
+    not interrupted, but could look at it (a later ``snakepit.current_call()``
+    is meant to expose this object to tools).
+    """
+
+    __slots__ = (
+        "conn", "stream", "request_id", "tool", "deadline_ns", "cancelled",
+        "lock", "state", "future", "task", "started",
+    )
+
+    def __init__(
+        self, conn: "Connection", stream: int, request_id: str, tool: str, deadline_ns: int
+    ) -> None:
+        self.conn = conn
+        self.stream = stream
+        self.request_id = request_id
+        self.tool = tool
+        #: Absolute deadline in Unix nanoseconds; 0 means none.
+        self.deadline_ns = deadline_ns
+        self.cancelled = False
+        self.lock = threading.Lock()
+        self.state = QUEUED
+        self.future: Optional["concurrent.futures.Future[None]"] = None
+        self.task: Optional["asyncio.Task[None]"] = None
+        self.started = 0.0
+
+    def __repr__(self) -> str:
+        return (
+            f"CallContext(stream={self.stream}, request_id={self.request_id!r}, "
+            f"tool={self.tool!r}, state={self.state}, cancelled={self.cancelled})"
+        )
+
+
+class Connection:
+    """One accepted connection: its socket, its calls, its write lock."""
+
+    __slots__ = ("sock", "name", "calls", "_wlock", "_dead", "_closed")
+
+    def __init__(self, sock: socket.socket, name: str) -> None:
+        self.sock = sock
+        self.name = name
+        #: stream -> CallContext, for calls not answered yet.
+        self.calls: Dict[int, CallContext] = {}
+        self._wlock = threading.Lock()
+        self._dead = False  # no more writes
+        self._closed = False
+
+    def send(self, frame_type: int, stream: int, body: bytes, flags: int = 0) -> bool:
+        """Send one frame; False (and the connection is dead) if it fails."""
+        size = len(body)
+        header = _HEADER_PACK(size, _VERSION, frame_type, flags, stream)
+        with self._wlock:
+            if self._dead:
+                return False
+            try:
+                if size <= _SMALL_BODY:
+                    self.sock.sendall(header + body)
+                else:
+                    self._send_large(header, body)
+                return True
+            except OSError as exc:
+                self._dead = True
+                logger.debug("connection %s: send failed: %s", self.name, exc)
+        self.interrupt()
+        return False
+
+    def _send_large(self, header: bytes, body: bytes) -> None:
+        # One vectored write for header and body: the body is not copied.
+        sent = self.sock.sendmsg([header, body])
+        if sent < wire.HEADER_SIZE:
+            self.sock.sendall(header[sent:])
+            sent = wire.HEADER_SIZE
+        if sent < wire.HEADER_SIZE + len(body):
+            self.sock.sendall(memoryview(body)[sent - wire.HEADER_SIZE :])
+
+    def interrupt(self) -> None:
+        """Wake the reader thread (it then closes the connection)."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        """Close the socket (reader thread only): never while a send is under way."""
+        with self._wlock:
+            self._dead = True
+            if not self._closed:
+                self._closed = True
+                self.sock.close()
+
+
+class NativeServer:
+    """Owns the listening socket, the connections, the tool threads and the
+    shutdown sequence of the native transport."""
+
+    def __init__(
+        self,
+        adapter: LoadedAdapter,
+        token: str,
+        capacity: int = 1,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        started_monotonic: Optional[float] = None,
+    ) -> None:
+        if not token:
+            raise ValueError("the worker token must not be empty")
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.adapter = adapter
+        self.capacity = capacity
+        self.max_message_bytes = max_message_bytes
+        self._token = token.encode("utf-8")
+        self._frame_limit = wire.frame_limit(max_message_bytes)
+        self._started = time.monotonic() if started_monotonic is None else started_monotonic
+        self._counters = Counters()
+        self._shutdown = ShutdownState()
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=capacity, thread_name_prefix="snakepit-tool"
+        )
+        self._hello_ok = wire.dumps({
+            "version": wire.VERSION,
+            "pid": os.getpid(),
+            "python": platform.python_version(),
+            "capacity": capacity,
+        })
+        self._describe = wire.dumps(describe_payload(adapter))
+        self._has_async = any(t.is_async for t in adapter.tools.values())
+        self._debug = logger.isEnabledFor(logging.DEBUG)
+        self._listener: Optional[socket.socket] = None
+        self._socket_path = ""
+        self._socket_ino: Optional[Tuple[int, int]] = None
+        self._accept_thread: Optional[threading.Thread] = None
+        self._conn_lock = threading.Lock()
+        self._connections: Set[Connection] = set()
+        self._conn_seq = 0
+        self._closing = False
+        self._stopped = threading.Event()
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._loop_thread: Optional[threading.Thread] = None
+        self._tasks: Set["asyncio.Task[None]"] = set()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self, socket_path: str) -> None:
+        """Bind the Unix socket (mode 0600), listen, and start accepting."""
+        check_socket_path(socket_path)
+        if os.path.lexists(socket_path):  # a stale socket (check_socket_path: nothing else)
+            os.unlink(socket_path)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            old_umask = os.umask(0o177)
+            try:
+                listener.bind(socket_path)
+            finally:
+                os.umask(old_umask)
+            try:
+                os.chmod(socket_path, 0o600)
+            except OSError:
+                pass
+            listener.listen(_LISTEN_BACKLOG)
+            st = os.stat(socket_path)
+            self._socket_ino = (st.st_dev, st.st_ino)
+        except BaseException:
+            listener.close()
+            raise
+        self._listener = listener
+        self._socket_path = socket_path
+        if self._has_async:
+            self._start_loop()
+        self._accept_thread = threading.Thread(
+            target=self._accept_loop, name="snakepit-accept", daemon=True
+        )
+        self._accept_thread.start()
+
+    def _start_loop(self) -> None:
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.call_soon(ready.set)
+            loop.run_forever()
+
+        thread = threading.Thread(target=run, name="snakepit-asyncio", daemon=True)
+        thread.start()
+        ready.wait()
+        self._loop = loop
+        self._loop_thread = thread
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT start a graceful shutdown (5 s grace). Main thread only."""
+
+        def handler(signum: int, _frame: Any) -> None:
+            self.request_shutdown(SIGNAL_GRACE_SECONDS, signal.Signals(signum).name)
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            try:
+                signal.signal(signum, handler)
+            except (ValueError, OSError):  # not the main thread / not on this platform
+                logger.debug("cannot install a handler for %s", signum)
+
+    def wait_stopped(self, timeout: Optional[float] = None) -> bool:
+        """Block until a requested shutdown has completed (True) or ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        # Short waits: signal handlers run in the main thread between them.
+        while not self._stopped.wait(1.0):
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+        return True
+
+    @property
+    def in_flight(self) -> int:
+        return self._counters.in_flight
+
+    @property
+    def shutting_down(self) -> bool:
+        return self._shutdown.requested
+
+    def request_shutdown(self, grace_seconds: float, reason: str = "shutdown request") -> int:
+        """Stop taking calls; drain in the background. Returns calls in flight now.
+
+        Calling again only ever shortens the grace period.
+        """
+        in_flight, first = self._begin_shutdown(grace_seconds, reason)
+        if first:
+            self._start_drain()
+        return in_flight
+
+    def _begin_shutdown(self, grace_seconds: float, reason: str) -> Tuple[int, bool]:
+        in_flight = self._counters.in_flight
+        first = self._shutdown.request(grace_seconds)
+        if first:
+            logger.info(
+                "shutting down (%s): %d call(s) in flight, grace %.3fs",
+                reason, in_flight, max(0.0, grace_seconds),
+            )
+        else:
+            self._counters.wake()  # the drain re-reads its (maybe shorter) deadline
+        return in_flight, first
+
+    def _start_drain(self) -> None:
+        threading.Thread(target=self._drain_and_stop, name="snakepit-shutdown", daemon=True).start()
+
+    def _drain_and_stop(self) -> None:
+        try:
+            left = self._counters.wait_idle(self._shutdown.deadline)
+            if left:
+                logger.warning("grace period over with %d call(s) still running", left)
+            try:
+                self._close_adapter()
+            except Exception:
+                logger.exception("adapter close() failed")
+            if not left:
+                stop_by = time.monotonic() + _STOP_GRACE_SECONDS
+                self._counters.wait_idle(lambda: stop_by, replies=True)
+        except Exception:
+            logger.exception("error during shutdown")
+        finally:
+            self._stop()
+
+    def _close_adapter(self) -> None:
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            asyncio.run_coroutine_threadsafe(close_adapter(self.adapter), loop).result()
+        else:
+            asyncio.run(close_adapter(self.adapter))
+
+    def _stop(self) -> None:
+        self._closing = True
+        listener = self._listener
+        if listener is not None:
+            try:
+                listener.shutdown(socket.SHUT_RDWR)  # wakes accept(); that thread closes it
+            except OSError:
+                pass
+        self._unlink_socket()
+        with self._conn_lock:
+            connections = list(self._connections)
+        for conn in connections:
+            conn.interrupt()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        loop = self._loop
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(loop.stop)
+            except RuntimeError:
+                pass
+        self._stopped.set()
+
+    def _unlink_socket(self) -> None:
+        path = self._socket_path
+        if not path:
+            return
+        try:
+            st = os.lstat(path)
+            if stat.S_ISSOCK(st.st_mode) and (st.st_dev, st.st_ino) == self._socket_ino:
+                os.unlink(path)
+        except OSError:
+            pass
+
+    # ---------------------------------------------------------- connections
+
+    def _accept_loop(self) -> None:
+        listener = self._listener
+        assert listener is not None
+        try:
+            while True:
+                try:
+                    sock, _ = listener.accept()
+                except OSError as exc:
+                    if self._closing:
+                        return
+                    if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                        continue
+                    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                        logger.error("accept failed: %s; retrying", exc)
+                        time.sleep(0.05)
+                        continue
+                    logger.error("accept failed: %s; no longer accepting connections", exc)
+                    return
+                if self._closing:
+                    sock.close()
+                    return
+                self._conn_seq += 1
+                conn = Connection(sock, str(self._conn_seq))
+                with self._conn_lock:
+                    self._connections.add(conn)
+                threading.Thread(
+                    target=self._serve_connection, args=(conn,),
+                    name=f"snakepit-conn-{conn.name}", daemon=True,
+                ).start()
+        finally:
+            listener.close()
+
+    def _serve_connection(self, conn: Connection) -> None:
+        reader = wire.FrameReader(conn.sock.recv_into, HELLO_MAX_BYTES)
+        try:
+            if self._hello(conn, reader):
+                reader.max_length = self._frame_limit
+                self._read_frames(conn, reader)
+        except wire.TruncatedFrame as exc:
+            if not self._closing:
+                logger.error("connection %s: bad frame: %s; closing the connection",
+                             conn.name, exc.message)
+        except wire.WireError as exc:
+            self._protocol_error(conn, exc.message)
+        except OSError as exc:
+            if not self._closing:
+                logger.debug("connection %s: %s", conn.name, exc)
+        except Exception as exc:  # a bug here must not go unnoticed
+            logger.exception("connection %s: internal error; closing the connection", conn.name)
+            self._send_protocol_error(conn, f"internal worker error: {exc}")
+        finally:
+            self._drop_connection(conn)
+
+    def _protocol_error(self, conn: Connection, message: str) -> None:
+        logger.error("connection %s: protocol error: %s; sending PROTOCOL_ERROR and closing "
+                     "the connection", conn.name, message)
+        self._send_protocol_error(conn, message)
+
+    @staticmethod
+    def _send_protocol_error(conn: Connection, message: str) -> None:
+        conn.send(wire.PROTOCOL_ERROR, 0, wire.dumps({"message": message}))
+
+    def _hello(self, conn: Connection, reader: wire.FrameReader) -> bool:
+        frame = reader.read()
+        if frame is None:
+            logger.debug("connection %s closed before HELLO", conn.name)
+            return False
+        frame_type, _flags, stream, body = frame
+        if frame_type != wire.HELLO:
+            raise wire.WireError(
+                f"expected HELLO as the first frame, got {wire.type_name(frame_type)}"
+            )
+        if stream != 0:
+            raise wire.WireError(f"HELLO on stream {stream}; connection frames use stream 0")
+        hello = wire.parse_object(body, "HELLO")
+        version = hello.get("version")
+        if type(version) is not int:
+            raise wire.WireError(f"HELLO carries no wire version (got {version!r})")
+        if version != wire.VERSION:
+            raise wire.VersionMismatch(version)
+        if not token_matches(hello.get("token"), self._token):
+            raise wire.WireError("HELLO carries a missing or wrong token")
+        conn.send(wire.HELLO_OK, 0, self._hello_ok)
+        logger.debug("connection %s: authenticated", conn.name)
+        return True
+
+    def _read_frames(self, conn: Connection, reader: wire.FrameReader) -> None:
+        read = reader.read
+        on_execute = self._on_execute
+        while True:
+            frame = read()
+            if frame is None:
+                logger.debug("connection %s closed by the runtime", conn.name)
+                return
+            frame_type, _flags, stream, body = frame
+            if frame_type == _EXECUTE:
+                on_execute(conn, stream, body)
+            elif frame_type == _CANCEL:
+                self._on_cancel(conn, stream, body)
+            elif frame_type == _REQUEST:
+                self._on_request(conn, stream, body)
+            elif frame_type == wire.PROTOCOL_ERROR:
+                logger.error("connection %s: the runtime reported a protocol error: %s; "
+                             "closing the connection", conn.name, _peer_message(body))
+                return
+            else:
+                raise wire.WireError(
+                    f"unexpected {wire.type_name(frame_type)} frame from the runtime"
+                )
+
+    def _drop_connection(self, conn: Connection) -> None:
+        conn.close()
+        with self._conn_lock:
+            self._connections.discard(conn)
+        # Nobody is left to answer: queued calls never run, async tasks stop;
+        # a running sync tool finishes and its reply is dropped.
+        for ctx in list(conn.calls.values()):
+            ctx.cancelled = True
+            if not self._finish_queued(ctx, CallError(ErrorKind.CANCELLED, "connection closed")):
+                task = ctx.task
+                if task is not None and self._loop is not None:
+                    self._loop.call_soon_threadsafe(task.cancel)
+
+    # ---------------------------------------------------------------- calls
+
+    def _on_execute(self, conn: Connection, stream: int, body: memoryview) -> None:
+        call = wire.parse_execute(body)
+        if stream in conn.calls:
+            raise wire.WireError(f"EXECUTE on stream {stream}, which has a call in flight")
+        try:
+            self._start_call(conn, stream, call)
+        except wire.WireError:
+            raise
+        except Exception as exc:
+            logger.exception("internal error starting tool %r", call.tool)
+            if conn.calls.get(stream) is None:
+                err = error_from_exception(exc, kind=ErrorKind.INTERNAL)
+                err.message = f"internal worker error: {err.message}"
+                self._send_outcome(conn, stream, call.tool, err)
+
+    def _start_call(self, conn: Connection, stream: int, call: wire.ExecuteCall) -> None:
+        counters = self._counters
+        if self._shutdown.requested:
+            self._send_outcome(conn, stream, call.tool, CallError(
+                ErrorKind.SHUTTING_DOWN, "the worker is shutting down and takes no new calls"))
+            return
+        deadline_ns = call.deadline_ns
+        if deadline_ns:
+            remaining = deadline_ns - time.time_ns()
+            if remaining <= 0:
+                self._send_outcome(conn, stream, call.tool, CallError(
+                    ErrorKind.DEADLINE_EXCEEDED,
+                    f"the deadline passed {-remaining / 1e9:.3f}s before tool "
+                    f"{call.tool!r} could start",
+                ))
+                return
+        try:
+            tool = find_tool(self.adapter, call.tool)
+            args, kwargs = prepare_decoded_call(tool, call.args, call.binary)
+        except CallError as err:
+            counters.start()
+            counters.finish()
+            self._send_outcome(conn, stream, call.tool, err)
+            return
+        ctx = CallContext(conn, stream, call.request_id, tool.name, deadline_ns)
+        if self._debug:
+            ctx.started = time.monotonic()
+        conn.calls[stream] = ctx
+        counters.start(reply_pending=True)
+        if tool.is_async:
+            loop = self._loop
+            assert loop is not None
+            loop.call_soon_threadsafe(self._start_task, ctx, tool, args, kwargs)
+            return
+        try:
+            ctx.future = self._executor.submit(self._run_sync_call, ctx, tool, args, kwargs)
+        except RuntimeError:  # the executor is shut down: the worker is stopping
+            self._finish_queued(ctx, CallError(
+                ErrorKind.SHUTTING_DOWN, "the worker is shutting down and takes no new calls"))
+
+    def _run_sync_call(
+        self, ctx: CallContext, tool: Tool, args: Tuple[Any, ...], kwargs: Dict[str, Any]
+    ) -> None:
+        with ctx.lock:
+            if ctx.state != QUEUED:
+                return  # cancelled while queued; already answered
+            ctx.state = RUNNING
+        if ctx.deadline_ns and time.time_ns() >= ctx.deadline_ns:
+            outcome: Outcome = CallError(
+                ErrorKind.DEADLINE_EXCEEDED,
+                f"the deadline passed while tool {tool.name!r} waited for a free thread",
+            )
+        else:
+            outcome = run_sync(tool, args, kwargs)
+        self._complete(ctx, outcome)
+
+    def _start_task(
+        self, ctx: CallContext, tool: Tool, args: Tuple[Any, ...], kwargs: Dict[str, Any]
+    ) -> None:
+        loop = self._loop
+        assert loop is not None
+        task = loop.create_task(self._run_async_call(ctx, tool, args, kwargs))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_async_call(
+        self, ctx: CallContext, tool: Tool, args: Tuple[Any, ...], kwargs: Dict[str, Any]
+    ) -> None:
+        with ctx.lock:
+            if ctx.state != QUEUED:
+                return
+            ctx.state = RUNNING
+            ctx.task = asyncio.current_task()
+        outcome: Outcome
+        try:
+            if ctx.deadline_ns:
+                remaining = (ctx.deadline_ns - time.time_ns()) / 1e9
+                if remaining <= 0:
+                    outcome = CallError(
+                        ErrorKind.DEADLINE_EXCEEDED,
+                        f"the deadline passed before tool {tool.name!r} could start",
+                    )
+                else:
+                    try:
+                        outcome = await asyncio.wait_for(run_async(tool, args, kwargs), remaining)
+                    except asyncio.TimeoutError:
+                        logger.warning("tool %r passed its deadline and was cancelled", tool.name)
+                        outcome = CallError(
+                            ErrorKind.DEADLINE_EXCEEDED,
+                            f"tool {tool.name!r} did not finish within its deadline "
+                            f"({remaining:.3f}s); it was cancelled",
+                        )
+            else:
+                outcome = await run_async(tool, args, kwargs)
+        except asyncio.CancelledError:
+            outcome = CallError(
+                ErrorKind.CANCELLED,
+                f"tool {tool.name!r} was cancelled: the caller gave up on the call",
+            )
+        except Exception as exc:  # run_async returns errors; this is our own bug
+            logger.exception("internal error running tool %r", tool.name)
+            outcome = error_from_exception(exc, kind=ErrorKind.INTERNAL)
+        self._complete(ctx, outcome)
+
+    def _complete(self, ctx: CallContext, outcome: Outcome) -> None:
+        """A started call is over: account for it, then answer it."""
+        ctx.state = DONE
+        self._counters.finish()
+        if self._debug:
+            logger.debug(
+                "request %s tool %r: %s in %.3fs", ctx.request_id, ctx.tool,
+                "ok" if type(outcome) is EncodedResult else outcome.kind.name,  # type: ignore[union-attr]
+                time.monotonic() - ctx.started,
+            )
+        self._reply(ctx, outcome)
+
+    def _finish_queued(self, ctx: CallContext, err: CallError) -> bool:
+        """Answer a call that has not started with ``err``; False if it had."""
+        with ctx.lock:
+            if ctx.state != QUEUED:
+                return False
+            ctx.state = DONE
+        if ctx.future is not None:
+            ctx.future.cancel()
+        self._counters.finish()
+        self._reply(ctx, err)
+        return True
+
+    def _reply(self, ctx: CallContext, outcome: Outcome) -> None:
+        """Send a handed-off call's answer (once per call)."""
+        conn = ctx.conn
+        conn.calls.pop(ctx.stream, None)
+        try:
+            self._send_outcome(conn, ctx.stream, ctx.tool, outcome)
+        finally:
+            self._counters.replied()
+
+    def _send_outcome(self, conn: Connection, stream: int, tool: str, outcome: Outcome) -> None:
+        if type(outcome) is EncodedResult:
+            data = outcome.data
+            if len(data) <= self.max_message_bytes:
+                conn.send(_RESULT, stream, data, wire.FLAG_RAW if outcome.raw else 0)
+                return
+            logger.warning(
+                "tool %r returned a %d-byte result, over the %d-byte message limit",
+                tool, len(data), self.max_message_bytes,
+            )
+            outcome = CallError(
+                ErrorKind.TOO_LARGE,
+                f"tool {tool!r} returned a result of {len(data)} bytes; the message limit "
+                f"(SNAKEPIT_MAX_MESSAGE_BYTES) is {self.max_message_bytes} bytes",
+            )
+        conn.send(_ERROR, stream, self._error_body(outcome))  # type: ignore[arg-type]
+
+    def _error_body(self, err: CallError) -> bytes:
+        body = wire.dumps({
+            "kind": err.kind.name,
+            "type": err.type_name,
+            "message": err.message,
+            "traceback": err.traceback_text,
+        })
+        if len(body) <= self.max_message_bytes:
+            return body
+        # An enormous message or traceback: keep what fits (the traceback's end).
+        budget = max(256, self.max_message_bytes // 4)
+        message = err.message
+        traceback_text = err.traceback_text
+        if len(message) > budget:
+            message = message[:budget] + f"... ({len(err.message) - budget} characters cut)"
+        if len(traceback_text) > budget:
+            traceback_text = (f"... ({len(traceback_text) - budget} characters cut) ...\n"
+                              + traceback_text[-budget:])
+        return wire.dumps({
+            "kind": err.kind.name, "type": err.type_name[:budget],
+            "message": message, "traceback": traceback_text,
+        })
+
+    def _on_cancel(self, conn: Connection, stream: int, body: memoryview) -> None:
+        if len(body):
+            raise wire.WireError(f"CANCEL frame with a {len(body)}-byte body; it must be empty")
+        ctx = conn.calls.get(stream)
+        if ctx is None:
+            return  # already answered: nothing to do
+        with ctx.lock:
+            ctx.cancelled = True
+            state = ctx.state
+            task = ctx.task
+        if state == QUEUED:
+            self._finish_queued(ctx, CallError(
+                ErrorKind.CANCELLED,
+                f"the call was cancelled before tool {ctx.tool!r} started",
+            ))
+        elif state == RUNNING and task is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(task.cancel)
+        # A running sync tool cannot be stopped: it is flagged and finishes.
+
+    # ------------------------------------------------------------- requests
+
+    def _on_request(self, conn: Connection, stream: int, body: memoryview) -> None:
+        request = wire.parse_object(body, "REQUEST")
+        op = request.get("op")
+        after_reply = None
+        try:
+            if op == "health":
+                reply = wire.dumps(health_payload(not self._shutdown.requested))
+            elif op == "stats":
+                reply = wire.dumps(stats_payload(self._counters, self.capacity, self._started))
+            elif op == "describe":
+                reply = self._describe
+            elif op == "shutdown":
+                grace_ms = request.get("grace_ms", 0)
+                if grace_ms is None:
+                    grace_ms = 0
+                if type(grace_ms) not in (int, float):
+                    reply = wire.dumps({"error": f"grace_ms must be a number, got {grace_ms!r}"})
+                else:
+                    in_flight, first = self._begin_shutdown(grace_ms / 1000.0, "shutdown request")
+                    reply = wire.dumps({"in_flight": in_flight})
+                    if first:
+                        after_reply = self._start_drain
+            else:
+                reply = wire.dumps({
+                    "error": f"unknown op {op!r}; this worker knows {', '.join(wire.OPS)}"
+                })
+        except Exception as exc:
+            logger.exception("internal error answering %r", op)
+            reply = wire.dumps({"error": f"internal worker error: {exc}"})
+        conn.send(wire.REPLY, stream, reply)
+        if after_reply is not None:
+            after_reply()  # only now: the drain may close this connection
+
+
+def _peer_message(body: memoryview) -> str:
+    try:
+        return str(wire.parse_object(body, "PROTOCOL_ERROR").get("message", ""))
+    except wire.WireError:
+        return repr(bytes(body[:200]))

@@ -1,0 +1,263 @@
+"""What every worker server shares, whatever its transport (standard library only).
+
+Counters, the Health / Stats / Describe payloads (as plain dicts with the
+field names of worker.proto), shutdown bookkeeping, the token check and the
+limits read from the environment. ``snakepit.server`` (gRPC) turns these into
+protobuf messages; ``snakepit.native_server`` sends them as JSON.
+"""
+
+from __future__ import annotations
+
+import hmac
+import inspect
+import os
+import platform
+import stat
+import sys
+import sysconfig
+import threading
+import time
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
+
+from snakepit import PROTOCOL_VERSION
+from snakepit.adapter import LoadedAdapter, Tool
+from snakepit.introspect import describe_params
+
+MAX_MESSAGE_ENV = "SNAKEPIT_MAX_MESSAGE_BYTES"
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+#: Longest Unix socket path Linux accepts (sun_path is 108 bytes with the NUL).
+MAX_SOCKET_PATH_BYTES = 107
+#: Grace given by SIGTERM / SIGINT.
+SIGNAL_GRACE_SECONDS = 5.0
+
+
+class Counters:
+    """Thread-safe call accounting (finish() runs in tool threads).
+
+    ``in_flight``: calls accepted and not finished (a sync tool whose thread
+    still runs counts, even after its reply went out). ``requests_served``:
+    calls finished. ``unreplied``: calls handed to a tool thread or task whose
+    reply has not been sent (or dropped) yet; only servers that reply from
+    those threads use it, to let the last replies out before they stop.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._in_flight = 0
+        self._served = 0
+        self._unreplied = 0
+        self._waiting = 0
+
+    def start(self, reply_pending: bool = False) -> None:
+        with self._cond:
+            self._in_flight += 1
+            if reply_pending:
+                self._unreplied += 1
+
+    def finish(self) -> None:
+        with self._cond:
+            self._in_flight -= 1
+            self._served += 1
+            if self._waiting and self._in_flight == 0:
+                self._cond.notify_all()
+
+    def replied(self) -> None:
+        """A call started with ``reply_pending=True`` was answered (or dropped)."""
+        with self._cond:
+            self._unreplied -= 1
+            if self._waiting and self._unreplied == 0:
+                self._cond.notify_all()
+
+    def snapshot(self) -> Tuple[int, int]:
+        """``(in_flight, requests_served)``."""
+        with self._cond:
+            return self._in_flight, self._served
+
+    @property
+    def in_flight(self) -> int:
+        return self.snapshot()[0]
+
+    @property
+    def unreplied(self) -> int:
+        with self._cond:
+            return self._unreplied
+
+    def wake(self) -> None:
+        """Wake the waiters so they re-read their deadline."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_idle(self, deadline: Callable[[], float], replies: bool = False) -> int:
+        """Block until no call is in flight (and, with ``replies``, none is
+        unreplied) or ``time.monotonic()`` passes ``deadline()``, re-read on
+        every wake-up. Returns the calls still in flight."""
+        with self._cond:
+            self._waiting += 1
+            try:
+                while self._in_flight > 0 or (replies and self._unreplied > 0):
+                    remaining = deadline() - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+                return self._in_flight
+            finally:
+                self._waiting -= 1
+
+
+class ShutdownState:
+    """Whether a shutdown was requested, and the drain deadline (monotonic).
+
+    Requesting again only ever shortens the grace period.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requested = False
+        self._deadline: Optional[float] = None
+
+    @property
+    def requested(self) -> bool:
+        return self._requested
+
+    def request(self, grace_seconds: float) -> bool:
+        """Record a request. True for the first one (the caller starts draining)."""
+        deadline = time.monotonic() + max(0.0, grace_seconds)
+        with self._lock:
+            if self._deadline is None or deadline < self._deadline:
+                self._deadline = deadline
+            first = not self._requested
+            self._requested = True
+        return first
+
+    def deadline(self) -> float:
+        """The drain deadline on the time.monotonic() clock (now if unset)."""
+        value = self._deadline
+        return time.monotonic() if value is None else value
+
+
+def token_matches(supplied: Union[str, bytes, None], expected: bytes) -> bool:
+    """Constant-time comparison of a supplied token with the worker's."""
+    if isinstance(supplied, str):
+        try:
+            supplied = supplied.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+    if not isinstance(supplied, bytes):
+        return False
+    return hmac.compare_digest(supplied, expected)
+
+
+# ------------------------------------------------------------------ process
+
+
+def rss_bytes() -> int:
+    """Resident set size from /proc/self/statm; 0 where unreadable."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            resident_pages = int(statm.read().split()[1])
+        return resident_pages * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def gil_enabled() -> bool:
+    is_enabled = getattr(sys, "_is_gil_enabled", None)
+    return bool(is_enabled()) if callable(is_enabled) else True
+
+
+def free_threaded_build() -> bool:
+    return bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+
+
+# ----------------------------------------------------------------- payloads
+
+
+def health_payload(ok: bool) -> Dict[str, Any]:
+    return {"ok": ok, "protocol_version": PROTOCOL_VERSION, "pid": os.getpid()}
+
+
+def stats_payload(counters: Counters, capacity: int, started_monotonic: float) -> Dict[str, Any]:
+    in_flight, served = counters.snapshot()
+    return {
+        "pid": os.getpid(),
+        "python_version": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "in_flight": in_flight,
+        "requests_served": served,
+        "free_threaded_build": free_threaded_build(),
+        "gil_enabled": gil_enabled(),
+        "capacity": capacity,
+        "rss_bytes": rss_bytes(),
+        "uptime_seconds": time.monotonic() - started_monotonic,
+    }
+
+
+def tool_doc(tool: Tool) -> str:
+    try:
+        return inspect.getdoc(tool.func) or ""
+    except Exception:
+        return ""
+
+
+def tool_payload(tool: Tool) -> Dict[str, Any]:
+    """One ToolInfo as a dict."""
+    return {
+        "name": tool.name,
+        "doc": tool_doc(tool),
+        "is_async": tool.is_async,
+        "params": [
+            {
+                "name": p.name,
+                "annotation": p.annotation,
+                "required": p.required,
+                "default_json": p.default_json,
+                "kind": p.kind,
+            }
+            for p in describe_params(tool.signature)
+        ],
+    }
+
+
+def describe_payload(adapter: LoadedAdapter) -> Dict[str, Any]:
+    """The DescribeReply as a dict: tools sorted by name."""
+    return {
+        "adapter": adapter.spec,
+        "tools": [tool_payload(adapter.tools[name]) for name in adapter.tool_names()],
+    }
+
+
+# ------------------------------------------------------------- configuration
+
+
+def max_message_bytes_from_env(environ: Optional[Mapping[str, str]] = None) -> int:
+    """``$SNAKEPIT_MAX_MESSAGE_BYTES`` or 64 MiB. Raises ValueError if malformed."""
+    env = os.environ if environ is None else environ
+    raw = env.get(MAX_MESSAGE_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_MESSAGE_BYTES
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{MAX_MESSAGE_ENV}={raw!r} is not an integer") from None
+    if value <= 0:
+        raise ValueError(f"{MAX_MESSAGE_ENV}={raw!r} must be positive")
+    return value
+
+
+def check_socket_path(path: str) -> None:
+    """Fail early, with a clear message, where binding the Unix socket would fail.
+
+    A stale socket file at ``path`` is fine: the server replaces it.
+    """
+    size = len(os.fsencode(path))
+    if not path or size > MAX_SOCKET_PATH_BYTES:
+        raise ValueError(
+            f"socket path {path!r} is {size} bytes; Unix socket paths must be "
+            f"1 to {MAX_SOCKET_PATH_BYTES} bytes"
+        )
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"socket directory {directory!r} does not exist")
+    if os.path.lexists(path) and not stat.S_ISSOCK(os.lstat(path).st_mode):
+        raise FileExistsError(f"socket path {path!r} exists and is not a socket")
+

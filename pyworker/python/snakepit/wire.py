@@ -1,0 +1,364 @@
+"""The native wire format (docs/wire-format.md), version 1: framing only.
+
+Every frame is a 16-byte big-endian header (``length`` u32, ``version`` u8,
+``type`` u8, ``flags`` u16, ``stream`` u64) followed by ``length`` bytes of
+body. This module packs, unpacks and validates frames and parses the bodies
+whose layout is fixed by the spec; it owns no connection and no policy.
+Standard library only.
+
+A problem with a frame raises :class:`WireError` (a *bad frame*: the
+receiver answers PROTOCOL_ERROR and closes); :class:`TruncatedFrame` when the
+connection ended inside a frame and :class:`VersionMismatch` for another wire
+version are subclasses.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+
+VERSION = 1
+HEADER = struct.Struct(">IBBHQ")
+HEADER_SIZE = HEADER.size  # 16
+_U32 = struct.Struct(">I")
+MAX_U32 = 0xFFFFFFFF
+MAX_STREAM = 0xFFFFFFFFFFFFFFFF
+#: Added to SNAKEPIT_MAX_MESSAGE_BYTES for a frame's metadata.
+META_ALLOWANCE = 64 * 1024
+
+HELLO = 1
+HELLO_OK = 2
+EXECUTE = 3
+RESULT = 4
+ERROR = 5
+CANCEL = 6
+REQUEST = 7
+REPLY = 8
+PROTOCOL_ERROR = 9
+
+TYPE_NAMES: Dict[int, str] = {
+    HELLO: "HELLO",
+    HELLO_OK: "HELLO_OK",
+    EXECUTE: "EXECUTE",
+    RESULT: "RESULT",
+    ERROR: "ERROR",
+    CANCEL: "CANCEL",
+    REQUEST: "REQUEST",
+    REPLY: "REPLY",
+    PROTOCOL_ERROR: "PROTOCOL_ERROR",
+}
+
+#: RESULT flags bit 0: the body is the raw bytes result, not JSON.
+FLAG_RAW = 0x0001
+#: Flag bits each frame type may carry; every other bit must be 0.
+ALLOWED_FLAGS: Dict[int, int] = {RESULT: FLAG_RAW}
+
+#: Ops of a REQUEST frame.
+OPS = ("health", "stats", "describe", "shutdown")
+
+
+class WireError(Exception):
+    """A bad frame. ``message`` names the problem (it goes into PROTOCOL_ERROR)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class TruncatedFrame(WireError):
+    """The connection ended inside a frame."""
+
+
+class VersionMismatch(WireError):
+    """The peer speaks another wire version."""
+
+    def __init__(self, got: int) -> None:
+        super().__init__(f"wire version {got}, this side speaks {VERSION}")
+        self.got = got
+
+
+def type_name(frame_type: int) -> str:
+    return TYPE_NAMES.get(frame_type, f"type {frame_type}")
+
+
+def frame_limit(max_message_bytes: int) -> int:
+    """The largest body a connection accepts: the message limit plus metadata."""
+    return max_message_bytes + META_ALLOWANCE
+
+
+# ------------------------------------------------------------------ headers
+
+
+def pack_header(frame_type: int, stream: int, length: int, flags: int = 0) -> bytes:
+    """The 16 header bytes. Raises ValueError for out-of-range fields."""
+    if not 0 <= length <= MAX_U32:
+        raise ValueError(f"frame body of {length} bytes does not fit the 32-bit length field")
+    return HEADER.pack(length, VERSION, frame_type, flags, stream)
+
+
+def unpack_header(data: Union[bytes, bytearray, memoryview], offset: int = 0) -> Tuple[int, int, int, int, int]:
+    """``(length, version, type, flags, stream)``, unvalidated."""
+    return HEADER.unpack_from(data, offset)
+
+
+def check_header(length: int, version: int, frame_type: int, flags: int, max_length: int) -> None:
+    """Validate a header per the spec. Raises WireError naming the problem.
+
+    Checked in this order: version (so a peer of another release learns
+    that first), type, flags, length.
+    """
+    if version != VERSION:
+        raise VersionMismatch(version)
+    if frame_type not in TYPE_NAMES:
+        raise WireError(f"unknown frame type {frame_type}")
+    if flags & ~ALLOWED_FLAGS.get(frame_type, 0):
+        raise WireError(f"flags {flags:#06x} not allowed on a {TYPE_NAMES[frame_type]} frame")
+    if length > max_length:
+        raise WireError(
+            f"{TYPE_NAMES[frame_type]} frame of {length} bytes exceeds the limit of {max_length}"
+        )
+
+
+# ------------------------------------------------------------------- reading
+
+
+RecvInto = Callable[[memoryview], int]
+
+
+class FrameReader:
+    """Reads frames from a stream socket with few system calls.
+
+    One ``recv_into`` into a preallocated buffer usually brings a whole frame
+    (or several); a body larger than the buffer gets a buffer of its own.
+    :meth:`read` returns ``(type, flags, stream, body)`` where ``body`` is a
+    memoryview valid only until the next :meth:`read`, or ``None`` when the
+    connection ended cleanly between frames.
+    """
+
+    __slots__ = ("_recv_into", "_buf", "_view", "_start", "_end", "max_length")
+
+    def __init__(self, recv_into: RecvInto, max_length: int, buffer_size: int = 256 * 1024) -> None:
+        if buffer_size < HEADER_SIZE:
+            raise ValueError("buffer_size must hold at least a header")
+        self._recv_into = recv_into
+        self._buf = bytearray(buffer_size)
+        self._view = memoryview(self._buf)
+        self._start = 0
+        self._end = 0
+        #: Largest body accepted; may be changed between reads (e.g. after HELLO).
+        self.max_length = max_length
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as (part of) a frame."""
+        return self._end - self._start
+
+    def _fill(self, need: int) -> bool:
+        """Buffer at least ``need`` bytes (need <= buffer size). False at EOF."""
+        start, end = self._start, self._end
+        if start + need > len(self._buf):
+            # Move the partial frame to the front (copied out first: the
+            # regions may overlap).
+            self._buf[: end - start] = bytes(self._view[start:end])
+            end -= start
+            start = 0
+            self._start = 0
+            self._end = end
+        view, recv_into = self._view, self._recv_into
+        while end - start < need:
+            got = recv_into(view[end:])
+            if not got:
+                self._end = end
+                return False
+            end += got
+        self._end = end
+        return True
+
+    def read(self) -> Optional[Tuple[int, int, int, memoryview]]:
+        if self._end - self._start < HEADER_SIZE and not self._fill(HEADER_SIZE):
+            if self._end == self._start:
+                return None
+            raise TruncatedFrame(
+                f"connection ended inside a frame header ({self._end - self._start} of "
+                f"{HEADER_SIZE} bytes)"
+            )
+        start = self._start
+        length, version, frame_type, flags, stream = HEADER.unpack_from(self._buf, start)
+        if (
+            version != VERSION
+            or flags
+            or length > self.max_length
+            or frame_type not in TYPE_NAMES
+        ):
+            # Slow path: a RESULT may carry FLAG_RAW; everything else is bad.
+            check_header(length, version, frame_type, flags, self.max_length)
+        total = HEADER_SIZE + length
+        if total <= len(self._buf):
+            if self._end - start < total and not self._fill(total):
+                raise self._truncated(frame_type, length)
+            start = self._start
+            self._start = start + total
+            if self._start == self._end:
+                self._start = self._end = 0
+            return frame_type, flags, stream, self._view[start + HEADER_SIZE : start + total]
+        # A body larger than the buffer: read it into its own.
+        body = bytearray(length)
+        body_view = memoryview(body)
+        have = self._end - start - HEADER_SIZE
+        body_view[:have] = self._view[start + HEADER_SIZE : self._end]
+        self._start = self._end = 0
+        while have < length:
+            got = self._recv_into(body_view[have:])
+            if not got:
+                raise self._truncated(frame_type, length)
+            have += got
+        return frame_type, flags, stream, body_view
+
+    @staticmethod
+    def _truncated(frame_type: int, length: int) -> TruncatedFrame:
+        return TruncatedFrame(
+            f"connection ended inside the {length}-byte body of a {type_name(frame_type)} frame"
+        )
+
+
+# ---------------------------------------------------------------------- JSON
+
+
+def dumps(value: Any) -> bytes:
+    """Compact JSON bytes."""
+    return json.dumps(value, separators=(",", ":")).encode("utf-8")
+
+
+def parse_object(body: Union[bytes, bytearray, memoryview], what: str) -> Dict[str, Any]:
+    """A frame body that must be a JSON object. Raises WireError."""
+    try:
+        value = json.loads(bytes(body))
+    except ValueError as exc:  # includes UnicodeDecodeError
+        raise WireError(f"{what} body is not valid UTF-8 JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise WireError(f"{what} body must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+# ------------------------------------------------------------------- EXECUTE
+
+
+class ExecuteCall(NamedTuple):
+    """A parsed EXECUTE body."""
+
+    request_id: str
+    tool: str
+    deadline_ns: int
+    #: The ``args`` value as decoded (normally a dict; checked by the codec).
+    args: Any
+    binary: Dict[str, bytes]
+
+
+def parse_execute(body: Union[bytes, bytearray, memoryview]) -> ExecuteCall:
+    """Parse ``u32 meta_len | meta JSON | binary args``. Raises WireError.
+
+    Binary arguments are copied out as ``bytes``, so the result outlives the
+    read buffer. A malformed ``args`` value (not an object) is left to the
+    caller: it is a bad argument of the call, not a bad frame.
+    """
+    size = len(body)
+    if size < 4:
+        raise WireError(f"EXECUTE body of {size} bytes has no 4-byte meta length")
+    (meta_len,) = _U32.unpack_from(body, 0)
+    if meta_len > size - 4:
+        raise WireError(f"EXECUTE meta length {meta_len} exceeds the {size - 4} bytes that follow it")
+    try:
+        meta = json.loads(bytes(body[4 : 4 + meta_len]))
+    except ValueError as exc:
+        raise WireError(f"EXECUTE meta is not valid UTF-8 JSON: {exc}") from None
+    if type(meta) is not dict:
+        raise WireError(f"EXECUTE meta must be a JSON object, got {type(meta).__name__}")
+    request_id = meta.get("id", "")
+    tool = meta.get("tool", "")
+    deadline_ns = meta.get("deadline_ns", 0)
+    if request_id is None:
+        request_id = ""
+    if deadline_ns is None:
+        deadline_ns = 0
+    if type(request_id) is not str:
+        raise WireError("EXECUTE meta field 'id' must be a string")
+    if type(tool) is not str:
+        raise WireError("EXECUTE meta field 'tool' must be a string")
+    if type(deadline_ns) is not int or deadline_ns < 0:
+        raise WireError("EXECUTE meta field 'deadline_ns' must be a non-negative integer")
+    args = meta.get("args")
+    if args is None:
+        args = {}
+    binary: Dict[str, bytes] = {}
+    offset = 4 + meta_len
+    bins = meta.get("bin")
+    if bins:
+        if type(bins) is not list:
+            raise WireError("EXECUTE meta field 'bin' must be a list of [name, length] pairs")
+        for entry in bins:
+            if (
+                type(entry) is not list
+                or len(entry) != 2
+                or type(entry[0]) is not str
+                or type(entry[1]) is not int
+                or entry[1] < 0
+            ):
+                raise WireError(
+                    f"EXECUTE meta 'bin' entry {entry!r} is not a [name, length] pair"
+                )
+            name, length = entry
+            if name in binary:
+                raise WireError(f"EXECUTE meta 'bin' names binary argument {name!r} twice")
+            if offset + length > size:
+                raise WireError(
+                    f"EXECUTE binary argument {name!r} of {length} bytes runs past the "
+                    f"end of the {size}-byte body"
+                )
+            binary[name] = bytes(body[offset : offset + length])
+            offset += length
+    elif bins is not None and type(bins) is not list:
+        raise WireError("EXECUTE meta field 'bin' must be a list of [name, length] pairs")
+    if offset != size:
+        raise WireError(
+            f"EXECUTE body has {size - offset} bytes after its meta and binary arguments"
+        )
+    return ExecuteCall(request_id, tool, deadline_ns, args, binary)
+
+
+def execute_body(
+    tool: str,
+    args: Any = None,
+    *,
+    request_id: str = "",
+    deadline_ns: int = 0,
+    binary: Optional[Mapping[str, bytes]] = None,
+    raw_args: Optional[bytes] = None,
+) -> List[bytes]:
+    """The parts of an EXECUTE body (the client side; used by tests and tools).
+
+    ``raw_args`` puts pre-encoded JSON text in place of ``args``.
+    """
+    names = list(binary or {})
+    meta: Dict[str, Any] = {
+        "id": request_id,
+        "tool": tool,
+        "deadline_ns": deadline_ns,
+        "bin": [[name, len(binary[name])] for name in names] if binary else [],
+    }
+    if raw_args is None:
+        meta["args"] = {} if args is None else args
+        meta_bytes = dumps(meta)
+    else:
+        meta_bytes = dumps(meta)[:-1] + b',"args":' + raw_args + b"}"
+    parts = [_U32.pack(len(meta_bytes)), meta_bytes]
+    for name in names:
+        parts.append(bytes(binary[name]))  # type: ignore[index]
+    return parts
+
+
+def encode_frame(frame_type: int, stream: int, body: Union[bytes, Sequence[bytes]] = b"", flags: int = 0) -> bytes:
+    """A whole frame as one bytes object (convenient for small frames)."""
+    if not isinstance(body, (bytes, bytearray, memoryview)):
+        body = b"".join(body)
+    return pack_header(frame_type, stream, len(body), flags) + bytes(body)
