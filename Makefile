@@ -19,11 +19,15 @@ test: setup vet test-go test-python
 vet:
 	$(GO) vet ./...
 
+# The Go suite runs every worker and pool test on the native and gRPC
+# transports, and on a free-threaded CPython 3.13t (built once, then cached).
 test-go:
-	$(GO) test -race -count=1 -timeout 10m ./...
+	ft=$$(scripts/build-python-ft.sh | tail -n 1) && \
+	SNAKEPIT_TEST_PYTHON_FT=$$ft $(GO) test -race -count=1 -timeout 15m ./...
 
 test-python:
-	cd pyworker/python && $(PY) -m pytest -q tests
+	ft=$$(scripts/build-python-ft.sh | tail -n 1) && \
+	cd pyworker/python && SNAKEPIT_TEST_PYTHONS="$(PY):$$ft" $(PY) -m pytest -q tests
 
 bench: setup
 	$(GO) run ./bench/callbench

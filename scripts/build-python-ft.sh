@@ -21,14 +21,15 @@ src_package=python3.13
 build_packages=(gcc make libc6-dev pkg-config dpkg-dev xz-utils
   libffi-dev libssl-dev zlib1g-dev libbz2-dev liblzma-dev)
 
+say() { echo "python-ft: $*" >&2; }
+die() { echo "python-ft: $*" >&2; exit 1; }
+
+[ -n "${SNAKEPIT_CACHE:-}" ] || [ -n "${HOME:-}" ] || die "set SNAKEPIT_CACHE (or HOME)"
 cache=${SNAKEPIT_CACHE:-$HOME/.cache/snakepit}
 name=python3.13t
 prefix=$cache/$name
 python=$prefix/bin/python3.13t
 log=$cache/$name-build.log
-
-say() { echo "python-ft: $*" >&2; }
-die() { echo "python-ft: $*" >&2; exit 1; }
 
 # True when $python exists, was built with --disable-gil and runs without
 # the GIL. -I keeps PYTHON* variables (PYTHON_GIL among them) out of it.
@@ -81,7 +82,7 @@ fi
 started=$SECONDS
 work=$(mktemp -d "$cache/.$name-work.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-: >"$log"
+echo "== start $(date -u +%T)" >"$log"
 
 # ------------------------------------------------- private apt configuration
 # The machine's main Debian archive entry is the enabled entry whose suite is
@@ -89,7 +90,9 @@ trap 'rm -rf "$work"' EXIT
 # and, where apt already knows that suite's Release file, of Origin Debian;
 # the machine's own codename wins ties. Its URIs and Signed-By are reused for
 # a deb-src entry for $src_suite.
+sources_list=/etc/apt/sources.list sources_parts=/etc/apt/sources.list.d/
 eval "$(apt-config shell sources_list Dir::Etc::SourceList/f sources_parts Dir::Etc::SourceParts/d)"
+# shellcheck disable=SC1091
 codename=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}") || codename=
 
 # "URI SUITE ORIGIN" for each index apt has fetched, e.g.
@@ -138,8 +141,8 @@ list_entries() {
       /^[ \t]*$/ { flush(); next }
       /^[ \t]/ {
         if (field == "signed-by") { line = $0; sub(/^[ \t]/, "", line); signed = signed "\037" line }
-        else if (field == "uris") uris = trim(uris " " $0)
-        else if (field == "suites") suites = trim(suites " " $0)
+        else if (field == "uris") uris = trim(uris " " trim($0))
+        else if (field == "suites") suites = trim(suites " " trim($0))
         next
       }
       {
@@ -256,12 +259,13 @@ say "building $src_package $version with --disable-gil (a few minutes; log: $log
 stage=$work/stage
 (
   cd "$work/src/tree"
-  echo "== configure"
+  echo "== configure $(date -u +%T)"
   ./configure --disable-gil --prefix="$prefix" --without-ensurepip --disable-test-modules
-  echo "== make"
+  echo "== make $(date -u +%T)"
   make -j"$(nproc)"
-  echo "== make install"
+  echo "== make install $(date -u +%T)"
   make install DESTDIR="$stage"
+  echo "== done $(date -u +%T)"
 ) >>"$log" 2>&1 || fail "build failed"
 
 echo "Debian source package $src_package $version ($src_suite), configure --disable-gil" \
