@@ -42,6 +42,8 @@ type workerActor struct {
 	cancel   context.CancelFunc // ends a launch in progress
 	inflight map[string]context.CancelFunc
 	stopping bool
+	run      *runner  // this incarnation's call context
+	jobs     chan job // feeds its runners; closed when the process is let go
 }
 
 func newWorkerProps(slot *workerSlot) *actor.Props {
@@ -116,6 +118,7 @@ func (w *workerActor) onLaunched(ctx actor.Context, m *launched) {
 		<-proc.Done()
 		root.Send(self, &processExited{gen: gen, status: proc.Status()})
 	}()
+	w.startRunners(ctx, w.slot.settings.Spec.Capacity)
 	ctx.Send(ctx.Parent(), &workerReady{worker: self, gen: w.gen, capacity: w.slot.settings.Spec.Capacity, pid: m.h.Pid()})
 }
 
@@ -129,8 +132,9 @@ func (w *workerActor) onLaunchFailed(m *launchFailed) {
 	panic(&launchError{err: m.err})
 }
 
-// execute runs one call in a goroutine; the goroutine answers the caller
-// itself, so a reply never depends on this actor surviving.
+// execute hands one call to the incarnation's call runners; the runner
+// answers the caller itself, so a reply never depends on this actor
+// surviving.
 func (w *workerActor) execute(ctx actor.Context, d *dispatch) {
 	if w.h == nil || d.gen != w.gen || w.stopping {
 		ctx.Send(ctx.Parent(), &requeue{d: d})
@@ -139,24 +143,61 @@ func (w *workerActor) execute(ctx actor.Context, d *dispatch) {
 	req := d.req.GetExecute()
 	cctx, cancel := callContext(req.GetDeadlineUnixNano())
 	w.inflight[req.GetRequestId()] = cancel
-	self, root, gen, h, id := ctx.Self(), ctx.ActorSystem().Root, w.gen, w.h, w.slot.id
+	j := job{d: d, ctx: cctx, cancel: cancel}
+	select {
+	case w.jobs <- j:
+	default: // more calls than capacity: the pool never does this, but never block
+		go w.run.call(j)
+	}
+}
+
+// job is one call handed to a runner.
+type job struct {
+	d      *dispatch
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// runner holds what a call needs, fixed for one worker incarnation. Its
+// goroutines live as long as the incarnation, so a call costs no goroutine
+// start and no stack growth.
+type runner struct {
+	h            *pyworker.Handle
+	self, parent *actor.PID
+	root         *actor.RootContext
+	gen          uint64
+	id           string
+}
+
+// startRunners starts capacity goroutines serving jobs until it is closed.
+func (w *workerActor) startRunners(ctx actor.Context, capacity int) {
+	w.run = &runner{h: w.h, self: ctx.Self(), parent: ctx.Parent(), root: ctx.ActorSystem().Root, gen: w.gen, id: w.slot.id}
+	w.jobs = make(chan job, capacity)
+	for i := 0; i < capacity; i++ {
+		go func(r *runner, jobs <-chan job) {
+			for j := range jobs {
+				r.call(j)
+			}
+		}(w.run, w.jobs)
+	}
+}
+
+func (r *runner) call(j job) {
+	defer j.cancel()
+	req := j.d.req.GetExecute()
 	// A crash is told to the pool before the caller hears of it, so that a
 	// caller never sees the pool route to a worker it knows is dead.
-	parent := ctx.Parent()
-	down := func() { root.Send(parent, &workerDown{worker: self, gen: gen}) }
-	go func() {
-		defer cancel()
-		reply := runCall(cctx, h, req, down)
-		reply.WorkerId = id
-		if reply.GetFailure().GetCode() == apb.Failure_CODE_TRANSPORT {
-			root.Send(self, &transportBroken{gen: gen, err: reply.GetFailure().GetMessage()})
-		}
-		// The slot goes straight back to the pool, before the caller hears:
-		// the next call must not wait for a hop through this actor.
-		root.Send(parent, &slotFreed{worker: self, gen: gen, id: req.GetRequestId()})
-		root.Send(d.caller, reply)
-		root.Send(self, &callDone{id: req.GetRequestId()})
-	}()
+	down := func() { r.root.Send(r.parent, &workerDown{worker: r.self, gen: r.gen}) }
+	reply := runCall(j.ctx, r.h, req, down)
+	reply.WorkerId = r.id
+	if reply.GetFailure().GetCode() == apb.Failure_CODE_TRANSPORT {
+		r.root.Send(r.self, &transportBroken{gen: r.gen, err: reply.GetFailure().GetMessage()})
+	}
+	// The slot goes straight back to the pool, before the caller hears:
+	// the next call must not wait for a hop through the worker actor.
+	r.root.Send(r.parent, &slotFreed{worker: r.self, gen: r.gen, id: req.GetRequestId()})
+	r.root.Send(j.d.caller, reply)
+	r.root.Send(r.self, &callDone{id: req.GetRequestId()})
 }
 
 func callContext(deadlineUnixNano int64) (context.Context, context.CancelFunc) {
@@ -231,6 +272,10 @@ func (w *workerActor) release(end func(*pyworker.Handle)) {
 	}
 	// In-flight calls are left alone: they end with the process, and their
 	// goroutines report how (a crash, or a reply within the stop grace).
+	if w.jobs != nil {
+		close(w.jobs) // runners finish the calls they hold, then exit
+		w.jobs = nil
+	}
 	if h := w.h; h != nil {
 		w.h = nil
 		go end(h)
