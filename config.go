@@ -64,8 +64,17 @@ type PoolConfig struct {
 	Size int
 
 	// Profile chooses how workers are made: "process" (one call at a time
-	// per worker). Default "process".
+	// per worker process), "thread" (each worker runs ThreadsPerWorker calls
+	// at once on a thread pool; the adapter must declare itself thread-safe)
+	// or "auto" (thread on a free-threaded Python whose GIL is off, process
+	// otherwise). Both set OMP_NUM_THREADS and its kin to 1 unless Env or the
+	// host's environment sets them. Default "process".
 	Profile string
+
+	// ThreadsPerWorker is the capacity of one worker in the thread profile
+	// (and in auto when it picks thread): how many calls it runs at once.
+	// Default 4.
+	ThreadsPerWorker int
 
 	// Transport is how the runtime talks to the workers: "native" (framed
 	// messages over a Unix socket; the worker needs only Python's standard
@@ -197,6 +206,9 @@ func (p PoolConfig) validate(v *validator, at string, seen map[string]int, i int
 	}
 	if _, err := profiles.Lookup(p.Profile); err != nil {
 		v.add(at+".profile", err.Error())
+	}
+	if p.ThreadsPerWorker < 0 {
+		v.add(at+".threads_per_worker", fmt.Sprintf("must be ≥ 1 (got %d); 0 means the default, %d", p.ThreadsPerWorker, profiles.DefaultThreadsPerWorker))
 	}
 	v.nonNegative(at+".start_timeout", p.StartTimeout)
 	for k := range p.Env {

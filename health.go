@@ -19,6 +19,15 @@ type PoolHealth struct {
 	// with ErrPoolUnavailable until the runtime is started again.
 	Failed bool
 	Reason string
+	// Profile is the profile the workers run ("process" or "thread"; auto
+	// has been resolved).
+	Profile string
+	// QueueSize is the bound of the queue.
+	QueueSize int
+	// NoFreeCapacity counts calls that found every worker at capacity and
+	// waited in the queue; Saturated counts calls refused with
+	// ErrPoolSaturated. Both count since the runtime started.
+	NoFreeCapacity, Saturated int64
 	// Workers, in order.
 	Workers []WorkerHealth
 }
@@ -31,6 +40,8 @@ type WorkerHealth struct {
 	Capacity int // calls it runs at once
 	Load     int // calls it runs now
 	Restarts int // restarts since the runtime started
+	// AtCapacity counts the calls that filled the worker to its capacity.
+	AtCapacity int64
 }
 
 // Health reports every pool, in Config order.
@@ -51,9 +62,10 @@ func (rt *Runtime) Health(ctx context.Context) ([]PoolHealth, error) {
 
 func poolHealth(s *actors.PoolStatus) PoolHealth {
 	h := PoolHealth{Name: s.Name, Size: s.Size, Ready: s.Ready, Queued: s.Queued, InFlight: s.InFlight,
-		Failed: s.Failed, Reason: s.Reason}
+		Failed: s.Failed, Reason: s.Reason, Profile: s.Profile, QueueSize: s.QueueSize,
+		NoFreeCapacity: s.NoFreeCapacity, Saturated: s.Saturated}
 	for _, w := range s.Workers {
-		h.Workers = append(h.Workers, WorkerHealth{ID: w.ID, Pid: w.Pid, Ready: w.Ready, Capacity: w.Capacity, Load: w.Load, Restarts: w.Restarts})
+		h.Workers = append(h.Workers, WorkerHealth{ID: w.ID, Pid: w.Pid, Ready: w.Ready, Capacity: w.Capacity, Load: w.Load, Restarts: w.Restarts, AtCapacity: w.AtCapacity})
 	}
 	return h
 }

@@ -105,14 +105,16 @@ func (rt *Runtime) startPool(ctx context.Context, p PoolConfig) error {
 		return fmt.Errorf("snakepit: pool %q: %w", p.Name, err)
 	}
 	profile, _ := profiles.Lookup(p.Profile) // validated
-	shape := profile.Shape(profiles.Settings{})
+	shape := profile.Shape(profiles.Settings{ThreadsPerWorker: p.ThreadsPerWorker, Interpreter: profiles.Interpreter{
+		Version: interp.Version, FreeThreaded: interp.FreeThreaded, GILEnabled: interp.GILEnabled}})
 	log := rt.log.Named(p.Name)
+	log.Debug("pool shape", "profile", shape.Profile, "capacity", shape.Capacity, "why", shape.Why, "python", interp.Path)
 	settings := actors.PoolSettings{
-		Name: p.Name, Size: p.Size, QueueSize: p.QueueSize, Restart: p.Restart, Logger: log,
+		Name: p.Name, Profile: shape.Profile, Size: p.Size, QueueSize: p.QueueSize, Restart: p.Restart, Logger: log,
 		Worker: actors.WorkerSettings{
 			Spec: pyworker.Spec{
 				Adapter: p.Adapter, Interpreter: interp, Transport: transport, RunDir: rt.runDir,
-				PackageDir: rt.pkgDir, PythonPath: p.PythonPath, Env: envList(p.Env, shape.Env), Dir: p.Dir,
+				PackageDir: rt.pkgDir, PythonPath: p.PythonPath, Env: envList(p.Env, unsetInHost(shape.Env)), Dir: p.Dir,
 				RunID: rt.runID, Token: rt.token, Capacity: shape.Capacity,
 				MaxMessageBytes: rt.cfg.MaxMessageBytes, Processes: rt.procs,
 			},
@@ -128,6 +130,20 @@ func (rt *Runtime) startPool(ctx context.Context, p PoolConfig) error {
 	return nil
 }
 
+// unsetInHost keeps the KEY=VALUE pairs whose key the host's environment
+// does not set: a profile's defaults never override the operator's choice.
+func unsetInHost(env []string) []string {
+	var out []string
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		if _, set := os.LookupEnv(k); !set {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// envList returns extra, then m's pairs sorted by key (later pairs win).
 func envList(m map[string]string, extra []string) []string {
 	out := append([]string(nil), extra...)
 	keys := make([]string, 0, len(m))

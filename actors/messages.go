@@ -33,6 +33,12 @@ type PoolStatus struct {
 	Failed   bool
 	Reason   string // why the pool failed
 	Workers  []WorkerStatus
+	Profile  string
+	// QueueSize is the queue's bound.
+	QueueSize int
+	// NoFreeCapacity counts calls that found every worker at capacity and
+	// queued; Saturated counts calls refused because the queue was full.
+	NoFreeCapacity, Saturated int64
 }
 
 // WorkerStatus is a snapshot of one worker as the pool sees it.
@@ -44,6 +50,8 @@ type WorkerStatus struct {
 	Capacity int
 	Load     int
 	Restarts int
+	// AtCapacity counts the dispatches that filled this worker to capacity.
+	AtCapacity int64
 }
 
 // Messages between a pool and its workers.

@@ -15,6 +15,7 @@ import (
 // PoolSettings configure one pool actor.
 type PoolSettings struct {
 	Name      string
+	Profile   string // the concrete profile its workers run, for reports
 	Size      int
 	QueueSize int
 	Worker    WorkerSettings
@@ -33,6 +34,8 @@ type worker struct {
 	load     int
 	osPid    int
 	restarts int
+	// atCapacity counts the dispatches that filled the worker to capacity.
+	atCapacity int64
 }
 
 func (w *worker) free() bool { return w.ready && w.load < w.capacity }
@@ -50,10 +53,13 @@ type poolActor struct {
 	waiters  []*actor.PID       // AwaitReady callers
 	drainers []*actor.PID
 	draining bool
-	failed   string // non-empty once the pool gave up: why
-	failErr  error
-	timers   map[string]*time.Timer // pending restarts by worker PID id
-	stopping bool
+	// noCapacity counts calls that found no worker with free capacity and
+	// waited in the queue; saturated counts calls refused with the queue full.
+	noCapacity, saturated int64
+	failed                string // non-empty once the pool gave up: why
+	failErr               error
+	timers                map[string]*time.Timer // pending restarts by worker PID id
+	stopping              bool
 }
 
 // NewPoolProps returns the props of a pool actor.
@@ -122,9 +128,11 @@ func (p *poolActor) onCall(ctx actor.Context, d *dispatch) {
 		p.reject(ctx, d, apb.Failure_CODE_POOL_UNAVAILABLE, fmt.Sprintf("pool %q is stopping", p.s.Name))
 	case len(p.queue) == 0 && p.tryDispatch(ctx, d):
 	case len(p.queue) >= p.s.QueueSize:
+		p.saturated++
 		p.reject(ctx, d, apb.Failure_CODE_SATURATED, fmt.Sprintf(
 			"pool %q is saturated: all %d workers busy and %d calls queued (PoolConfig.QueueSize)", p.s.Name, p.s.Size, len(p.queue)))
 	default:
+		p.noCapacity++
 		p.queue = append(p.queue, d)
 	}
 }
@@ -141,6 +149,9 @@ func (p *poolActor) tryDispatch(ctx actor.Context, d *dispatch) bool {
 		return false
 	}
 	best.load++
+	if best.load == best.capacity {
+		best.atCapacity++
+	}
 	d.gen = best.gen
 	p.inflight[d.req.GetExecute().GetRequestId()] = best
 	ctx.Send(best.pid, d)
@@ -289,13 +300,14 @@ func (p *poolActor) fail(ctx actor.Context, err error) {
 
 func (p *poolActor) status() *PoolStatus {
 	st := &PoolStatus{Name: p.s.Name, Size: p.s.Size, Queued: len(p.queue), InFlight: len(p.inflight),
-		Failed: p.failed != "", Reason: p.failed}
+		Failed: p.failed != "", Reason: p.failed, Profile: p.s.Profile, QueueSize: p.s.QueueSize,
+		NoFreeCapacity: p.noCapacity, Saturated: p.saturated}
 	for _, w := range p.workers {
 		if w.ready {
 			st.Ready++
 		}
 		st.Workers = append(st.Workers, WorkerStatus{PID: w.pid, ID: w.slot.id, Pid: w.osPid, Ready: w.ready,
-			Capacity: w.capacity, Load: w.load, Restarts: w.restarts})
+			Capacity: w.capacity, Load: w.load, Restarts: w.restarts, AtCapacity: w.atCapacity})
 	}
 	return st
 }

@@ -1,25 +1,71 @@
-// Package profiles decides how a pool's Python workers are made: the server
-// mode the worker runs in, how many calls one worker takes at once (its
-// capacity) and the environment it gets. It never starts processes itself.
+// Package profiles decides how a pool's Python workers are made: the mode
+// the worker runs in, how many calls one worker takes at once (its capacity)
+// and the environment it gets. It never starts processes itself.
+//
+// Two profiles exist, plus a chooser:
+//   - process: many single-threaded Python processes, capacity 1 each;
+//   - thread: fewer processes, each running sync tools on a pool of N threads,
+//     capacity N each — right on free-threaded CPython (3.13t with the GIL
+//     off) and for I/O-bound or GIL-releasing code (numpy, hashlib, I/O);
+//   - auto: thread when the interpreter is a free-threaded build whose GIL is
+//     actually off at run time, process otherwise.
 package profiles
 
 import (
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 )
 
-// Shape is what a profile decides for every worker of one pool.
-type Shape struct {
-	// Capacity is how many calls one worker runs at the same time.
-	Capacity int
-	// Env is added to the worker's environment (KEY=VALUE).
-	Env []string
+// Names of the profiles.
+const (
+	ProcessName = "process"
+	ThreadName  = "thread"
+	AutoName    = "auto"
+	// Default is the profile used when a pool names none.
+	Default = ProcessName
+	// DefaultThreadsPerWorker is the capacity of a thread-profile worker
+	// when PoolConfig.ThreadsPerWorker is 0.
+	DefaultThreadsPerWorker = 4
+)
+
+// NativeThreadVars are the variables that bound the threads native
+// libraries (OpenMP, OpenBLAS, MKL, numexpr, Accelerate) start per process.
+// Both profiles set each to DefaultNativeThreads unless the pool's Env sets
+// it: parallelism comes from the workers (process) or from Python threads
+// (thread), and a library that also starts a thread per core on top of that
+// oversubscribes the machine.
+var NativeThreadVars = []string{"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+	"NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"}
+
+// DefaultNativeThreads is the value each of NativeThreadVars gets.
+const DefaultNativeThreads = 1
+
+// Interpreter is what a profile may know of the Python that runs workers.
+type Interpreter struct {
+	Version      string
+	FreeThreaded bool // built with Py_GIL_DISABLED
+	GILEnabled   bool // the GIL is on at run time
 }
 
-// Settings are the pool settings a profile may read.
+// Settings are the pool settings a profile reads.
 type Settings struct {
-	ThreadsPerWorker int
+	ThreadsPerWorker int // 0: DefaultThreadsPerWorker
+	Interpreter      Interpreter
+}
+
+// Shape is what a profile decides for every worker of one pool.
+type Shape struct {
+	// Profile is the concrete profile ("process" or "thread"; never "auto").
+	Profile string
+	// Capacity is how many calls one worker runs at the same time.
+	Capacity int
+	// Env is added to the worker's environment (KEY=VALUE), before the
+	// pool's own Env, which wins.
+	Env []string
+	// Why explains the choice, for logs and the inspector.
+	Why string
 }
 
 // Profile makes worker shapes.
@@ -28,20 +74,70 @@ type Profile interface {
 	Shape(Settings) Shape
 }
 
-// Process is the process profile: many single-threaded Python processes, one
-// call at a time each. It is right for CPU-bound pure-Python code under the GIL.
+// Process is the process profile: one call at a time per worker process.
 type Process struct{}
 
 // Name returns "process".
-func (Process) Name() string { return "process" }
+func (Process) Name() string { return ProcessName }
 
 // Shape returns capacity 1.
-func (Process) Shape(Settings) Shape { return Shape{Capacity: 1} }
+func (Process) Shape(Settings) Shape {
+	return Shape{Profile: ProcessName, Capacity: 1, Env: nativeThreadEnv(), Why: "process profile: one call at a time per worker"}
+}
 
-var registry = map[string]Profile{"process": Process{}}
+// Thread is the thread profile: each worker runs up to ThreadsPerWorker sync
+// tools at once on its own thread pool.
+type Thread struct{}
 
-// Default is the profile used when a pool names none.
-const Default = "process"
+// Name returns "thread".
+func (Thread) Name() string { return ThreadName }
+
+// Shape returns capacity ThreadsPerWorker.
+func (Thread) Shape(s Settings) Shape {
+	n := s.ThreadsPerWorker
+	if n == 0 {
+		n = DefaultThreadsPerWorker
+	}
+	return Shape{Profile: ThreadName, Capacity: n, Env: nativeThreadEnv(),
+		Why: fmt.Sprintf("thread profile: %d threads per worker", n)}
+}
+
+// Auto picks thread on a free-threaded interpreter whose GIL is off, and
+// process otherwise.
+type Auto struct{}
+
+// Name returns "auto".
+func (Auto) Name() string { return AutoName }
+
+// Shape delegates to the profile Choose picks.
+func (Auto) Shape(s Settings) Shape {
+	p, why := Choose(s.Interpreter)
+	shape := p.Shape(s)
+	shape.Why = "auto: " + why + "; " + shape.Why
+	return shape
+}
+
+// Choose is auto's decision, with the reason.
+func Choose(in Interpreter) (Profile, string) {
+	switch {
+	case in.FreeThreaded && !in.GILEnabled:
+		return Thread{}, fmt.Sprintf("Python %s is free-threaded and its GIL is off", in.Version)
+	case in.FreeThreaded:
+		return Process{}, fmt.Sprintf("Python %s is a free-threaded build but its GIL is on (PYTHON_GIL=1 or -X gil=1?)", in.Version)
+	default:
+		return Process{}, fmt.Sprintf("Python %s has a GIL", in.Version)
+	}
+}
+
+func nativeThreadEnv() []string {
+	env := make([]string, len(NativeThreadVars))
+	for i, k := range NativeThreadVars {
+		env[i] = k + "=" + strconv.Itoa(DefaultNativeThreads)
+	}
+	return env
+}
+
+var registry = map[string]Profile{ProcessName: Process{}, ThreadName: Thread{}, AutoName: Auto{}}
 
 // Lookup returns the named profile ("" means Default).
 func Lookup(name string) (Profile, error) {

@@ -30,6 +30,11 @@ var ErrNoPython = errors.New("no usable Python interpreter")
 type Interpreter struct {
 	Path    string // absolute path of the executable as resolved
 	Version string // e.g. "3.11.2"
+	// FreeThreaded: built with Py_GIL_DISABLED (e.g. python3.13t).
+	FreeThreaded bool
+	// GILEnabled: sys._is_gil_enabled() at start-up (true where it does not
+	// exist). A free-threaded build may still run with the GIL on.
+	GILEnabled bool
 }
 
 // Attempt records why one candidate interpreter was rejected.
@@ -112,8 +117,10 @@ func probeCached(ctx context.Context, candidate string, modules []string) (Inter
 
 // probeScript prints one JSON object: the version and, per module, the import
 // error text ("" when it imported).
-const probeScript = `import importlib, json, platform, sys
-res = {"version": platform.python_version(), "ok": sys.version_info >= (3, 11), "missing": {}}
+const probeScript = `import importlib, json, platform, sys, sysconfig
+res = {"version": platform.python_version(), "ok": sys.version_info >= (3, 11), "missing": {},
+       "free_threaded": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
+       "gil_enabled": bool(getattr(sys, "_is_gil_enabled", lambda: True)())}
 for m in sys.argv[1:]:
     try:
         importlib.import_module(m)
@@ -131,9 +138,11 @@ func probe(ctx context.Context, path string, modules []string) (Interpreter, err
 		return Interpreter{}, fmt.Errorf("%s does not run: %v", path, err)
 	}
 	var res struct {
-		Version string            `json:"version"`
-		OK      bool              `json:"ok"`
-		Missing map[string]string `json:"missing"`
+		Version      string            `json:"version"`
+		OK           bool              `json:"ok"`
+		Missing      map[string]string `json:"missing"`
+		FreeThreaded bool              `json:"free_threaded"`
+		GILEnabled   bool              `json:"gil_enabled"`
 	}
 	if err := json.Unmarshal(out, &res); err != nil {
 		return Interpreter{}, fmt.Errorf("%s: unexpected probe output %q", path, out)
@@ -150,5 +159,5 @@ func probe(ctx context.Context, path string, modules []string) (Interpreter, err
 	if len(missing) > 0 {
 		return Interpreter{}, fmt.Errorf("%s (Python %s): %s", path, res.Version, strings.Join(missing, "; "))
 	}
-	return Interpreter{Path: path, Version: res.Version}, nil
+	return Interpreter{Path: path, Version: res.Version, FreeThreaded: res.FreeThreaded, GILEnabled: res.GILEnabled}, nil
 }
