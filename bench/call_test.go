@@ -1,15 +1,19 @@
-// Package bench holds Go benchmarks of a call through snakepit.Runtime and
-// of the same call as raw gRPC to a worker the runtime does not manage. The
-// fuller comparison, with rounds, medians and a report, is the program
-// bench/callbench (`make bench`); see docs/benchmarks.md.
+// Package bench holds Go benchmarks of a call through snakepit.Runtime, over
+// the native and the gRPC transport, of the same call as raw gRPC to a worker
+// the runtime does not manage, and of the floor: a bare payload echoed by the
+// minimal Python server of bench/floor over a Unix socket or pipes. The
+// fuller comparison, with rounds, medians, start-up and memory and a report,
+// is the program bench/callbench (`make bench`); see docs/benchmarks.md.
 //
 //	go test -run '^$' -bench . ./bench
 //
 // Each benchmark has two sub-benchmarks: c1, one caller issuing calls back to
-// back, and c16, 16 concurrent callers (b.RunParallel). Both paths use one
-// worker of the "process" profile (capacity 1). Besides ns/op they report the
-// p50 and p99 latency of the calls in the final b.N run. They skip when no
-// Python with grpcio and protobuf is found.
+// back, and c16, 16 concurrent callers (b.RunParallel). Every path uses one
+// Python process; workers have the "process" profile (capacity 1). Besides
+// ns/op they report the p50 and p99 latency of the calls in the final b.N
+// run. They skip when no Python 3.11+ is found; the gRPC ones also skip when
+// no Python with grpcio and protobuf is found. Every path runs the same
+// interpreter: the first with grpcio and protobuf when there is one.
 package bench
 
 import (
@@ -22,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/snakepit-go/snakepit/bench/floor"
 	"github.com/snakepit-go/snakepit/bench/harness"
 )
 
@@ -47,10 +52,11 @@ func setup(b *testing.B) *harness.Env {
 	envOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		env, envErr = harness.Start(ctx, harness.Options{PoolSizes: []int{1}, RawWorkers: 1})
+		env, envErr = harness.Start(ctx, harness.Options{PoolSizes: []int{1}, Transports: []string{"native", "grpc"},
+			RawWorkers: 1, FloorServers: 1, GRPCOptional: true})
 	})
 	if harness.IsNoPython(envErr) {
-		b.Skipf("skipping: no Python interpreter with grpcio and protobuf (set $SNAKEPIT_PYTHON or install them): %v", envErr)
+		b.Skipf("skipping: no Python 3.11+ interpreter (set $SNAKEPIT_PYTHON or install one): %v", envErr)
 	}
 	if envErr != nil {
 		b.Fatal(envErr)
@@ -58,19 +64,48 @@ func setup(b *testing.B) *harness.Env {
 	return env
 }
 
-func runtimeCall(e *harness.Env, p harness.Payload) harness.Call {
-	return e.RuntimeCall(harness.PoolName(1), p)
+// path makes the call a benchmark measures; grpc marks the paths that need
+// grpcio and protobuf.
+type path struct {
+	grpc bool
+	call func(*harness.Env, harness.Payload) harness.Call
 }
 
-func rawCall(e *harness.Env, p harness.Payload) harness.Call { return e.RawCall(1, p) }
+var (
+	nativePath = path{call: func(e *harness.Env, p harness.Payload) harness.Call {
+		return e.RuntimeCall(harness.PoolName("native", 1), p)
+	}}
+	grpcPath = path{grpc: true, call: func(e *harness.Env, p harness.Payload) harness.Call {
+		return e.RuntimeCall(harness.PoolName("grpc", 1), p)
+	}}
+	rawPath = path{grpc: true, call: func(e *harness.Env, p harness.Payload) harness.Call {
+		return e.RawCall(1, p)
+	}}
+	floorSocketPath = path{call: func(e *harness.Env, p harness.Payload) harness.Call {
+		return e.FloorCall(floor.Socket, 1, p)
+	}}
+	floorPipePath = path{call: func(e *harness.Env, p harness.Payload) harness.Call {
+		return e.FloorCall(floor.Pipe, 1, p)
+	}}
+)
 
-func BenchmarkRuntimeCall100B(b *testing.B) { benchCall(b, runtimeCall, harness.Payload100B) }
-func BenchmarkRawGRPC100B(b *testing.B)     { benchCall(b, rawCall, harness.Payload100B) }
-func BenchmarkRuntimeCall1MiB(b *testing.B) { benchCall(b, runtimeCall, harness.Payload1MiB) }
-func BenchmarkRawGRPC1MiB(b *testing.B)     { benchCall(b, rawCall, harness.Payload1MiB) }
+func BenchmarkRuntimeCallNative100B(b *testing.B) { benchCall(b, nativePath, harness.Payload100B) }
+func BenchmarkRuntimeCallNative1MiB(b *testing.B) { benchCall(b, nativePath, harness.Payload1MiB) }
+func BenchmarkRuntimeCallGRPC100B(b *testing.B)   { benchCall(b, grpcPath, harness.Payload100B) }
+func BenchmarkRuntimeCallGRPC1MiB(b *testing.B)   { benchCall(b, grpcPath, harness.Payload1MiB) }
+func BenchmarkRawGRPC100B(b *testing.B)           { benchCall(b, rawPath, harness.Payload100B) }
+func BenchmarkRawGRPC1MiB(b *testing.B)           { benchCall(b, rawPath, harness.Payload1MiB) }
+func BenchmarkFloorSocket100B(b *testing.B)       { benchCall(b, floorSocketPath, harness.Payload100B) }
+func BenchmarkFloorSocket1MiB(b *testing.B)       { benchCall(b, floorSocketPath, harness.Payload1MiB) }
+func BenchmarkFloorPipe100B(b *testing.B)         { benchCall(b, floorPipePath, harness.Payload100B) }
+func BenchmarkFloorPipe1MiB(b *testing.B)         { benchCall(b, floorPipePath, harness.Payload1MiB) }
 
-func benchCall(b *testing.B, path func(*harness.Env, harness.Payload) harness.Call, p harness.Payload) {
-	call := path(setup(b), p)
+func benchCall(b *testing.B, path path, p harness.Payload) {
+	e := setup(b)
+	if path.grpc && !e.HasGRPC {
+		b.Skip("skipping: no Python interpreter with grpcio and protobuf (set $SNAKEPIT_PYTHON or install them)")
+	}
+	call := path.call(e, p)
 	ctx := context.Background()
 	// Warm the connection and the worker up outside the timed runs.
 	if _, err := harness.Measure(ctx, call, 1, 200*time.Millisecond); err != nil {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/snakepit-go/snakepit/bench/floor"
 )
 
 // userHZ is the unit of the CPU times in /proc/<pid>/stat (USER_HZ, 100 on
@@ -73,6 +75,15 @@ func (e *Env) RawPids(n int) []int {
 	pids := make([]int, n)
 	for i, w := range e.Raw[:n] {
 		pids[i] = w.handle.Pid()
+	}
+	return pids
+}
+
+// FloorPids are the OS pids of the first n floor servers of mode m.
+func (e *Env) FloorPids(m floor.Mode, n int) []int {
+	pids := make([]int, n)
+	for i, s := range e.Floor[m][:n] {
+		pids[i] = s.Pid()
 	}
 	return pids
 }

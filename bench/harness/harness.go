@@ -1,9 +1,11 @@
 // Package harness is the setup shared by the call benchmarks (the
 // bench/callbench program and the Go benchmarks in bench): it starts a
-// snakepit.Runtime serving the echo test adapter and, beside it, "raw"
-// Python workers launched exactly as the runtime launches its own, reached by
-// a plain gRPC client that involves no actor. It also measures a stream of
-// calls and summarises the latencies.
+// snakepit.Runtime serving the echo test adapter over the native and the gRPC
+// transport and, beside it, "raw" Python workers launched exactly as the
+// runtime launches its own, reached by a plain gRPC client that involves no
+// actor, and the floor servers of bench/floor. It measures a stream of calls
+// and summarises the latencies, and measures a worker's start-up time and
+// memory (startup.go).
 package harness
 
 import (
@@ -18,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	goruntime "runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -29,6 +32,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/snakepit-go/snakepit"
+	"github.com/snakepit-go/snakepit/bench/floor"
 	"github.com/snakepit-go/snakepit/profiles"
 	"github.com/snakepit-go/snakepit/pyworker"
 	"github.com/snakepit-go/snakepit/pyworker/pb"
@@ -53,6 +57,7 @@ type Payload struct {
 	binary   map[string][]byte // ... for the raw request
 	want     []byte            // the exact reply payload
 	raw      bool              // the reply is result_raw (else result_json)
+	body     []byte            // what a floor call sends and gets back: the bare payload
 }
 
 // Payload100B echoes a 100-byte ASCII string through echo(value), as JSON
@@ -70,7 +75,7 @@ func jsonPayload(name, s string) Payload {
 	argsJSON, _ := json.Marshal(map[string]any{"value": s})
 	want, _ := json.Marshal(s)
 	return Payload{Name: name, Tool: "echo", Size: len(s), args: map[string]any{"value": s},
-		argsJSON: argsJSON, want: want}
+		argsJSON: argsJSON, want: want, body: []byte(s)}
 }
 
 func bytesPayload(name string, n int) Payload {
@@ -79,15 +84,31 @@ func bytesPayload(name string, n int) Payload {
 		data[i] = byte(i*7 + i>>8)
 	}
 	return Payload{Name: name, Tool: "echo_bytes", Size: n, args: map[string]any{"data": data},
-		argsJSON: []byte("{}"), binary: map[string][]byte{"data": data}, want: data, raw: true}
+		argsJSON: []byte("{}"), binary: map[string][]byte{"data": data}, want: data, raw: true, body: data}
 }
 
 // Options configure Start.
 type Options struct {
-	// PoolSizes: one runtime pool per size, named PoolName(size).
-	PoolSizes []int
-	// RawWorkers is how many raw workers to start.
+	// PoolSizes and Transports: one runtime pool per size and transport
+	// ("native", "grpc"), named PoolName(transport, size).
+	PoolSizes  []int
+	Transports []string
+	// RawWorkers is how many raw gRPC workers to start.
 	RawWorkers int
+	// FloorServers is how many floor servers (bench/floor) to start per
+	// floor mode (socket and pipe).
+	FloorServers int
+	// FloorPipeSize, when not 0, is the pipe buffer size of the pipe floor
+	// servers (bytes; Linux's default is 64 KiB).
+	FloorPipeSize int
+	// Python is the interpreter of every worker and floor server. Default:
+	// the first interpreter with grpcio and protobuf (pyworker.FindInterpreter)
+	// when anything speaks gRPC, else the first Python 3.11+.
+	Python string
+	// GRPCOptional: when no interpreter has grpcio and protobuf, start
+	// without the gRPC pools and the raw workers (Env.HasGRPC is then false)
+	// instead of failing.
+	GRPCOptional bool
 	// AdapterDir holds echo_tools.py. Default: testdata/pyadapters of this
 	// module's source tree.
 	AdapterDir string
@@ -96,12 +117,14 @@ type Options struct {
 	Logger hclog.Logger
 }
 
-// Env is a started runtime plus raw workers. Close it.
+// Env is a started runtime, raw workers and floor servers. Close it.
 type Env struct {
 	Runtime     *snakepit.Runtime
 	Raw         []*RawWorker
+	Floor       map[floor.Mode][]*floor.Server
 	Interpreter pyworker.Interpreter
-	GRPCVersion string // grpcio.__version__ of the workers' interpreter
+	HasGRPC     bool   // the gRPC pools and raw workers asked for were started
+	GRPCVersion string // grpcio.__version__ of the workers' interpreter ("" without gRPC)
 	PBVersion   string // google.protobuf.__version__
 
 	pools    []string
@@ -121,15 +144,18 @@ type RawWorker struct {
 	md     metadata.MD
 }
 
-// PoolName is the runtime pool of the given size.
-func PoolName(size int) string { return "size" + strconv.Itoa(size) }
+// PoolName is the runtime pool of the given transport and size.
+func PoolName(transport string, size int) string { return transport + strconv.Itoa(size) }
 
-// ErrNoPython is matched (errors.Is) by Start's error when no interpreter
-// with grpcio and protobuf exists; benchmarks skip on it.
+// ErrNoPython is matched (errors.Is) by Start's error when no suitable
+// interpreter exists; benchmarks skip on it.
 var ErrNoPython = pyworker.ErrNoPython
 
-// Start starts the runtime and the raw workers and checks that one call of
-// every payload round-trips intact on both paths.
+// FloorModes are the floor server variants, in report order.
+var FloorModes = []floor.Mode{floor.Socket, floor.Pipe}
+
+// Start starts the runtime, the raw workers and the floor servers and checks
+// that one call of every payload round-trips intact on every path.
 func Start(ctx context.Context, o Options) (*Env, error) {
 	if o.AdapterDir == "" {
 		o.AdapterDir = DefaultAdapterDir()
@@ -140,22 +166,39 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 	if o.Logger == nil {
 		o.Logger = hclog.New(&hclog.LoggerOptions{Name: "bench", Level: hclog.Warn, Output: os.Stderr})
 	}
-	interp, err := pyworker.FindInterpreter(ctx, "", pyworker.GRPC{}.RequiredModules())
+	wantGRPC := o.RawWorkers > 0 || slices.Contains(o.Transports, "grpc")
+	var modules []string
+	if wantGRPC {
+		modules = pyworker.GRPC{}.RequiredModules()
+	}
+	interp, err := pyworker.FindInterpreter(ctx, o.Python, modules)
+	if err != nil && wantGRPC && o.GRPCOptional && errors.Is(err, ErrNoPython) {
+		wantGRPC, o.RawWorkers = false, 0
+		o.Transports = slices.DeleteFunc(slices.Clone(o.Transports), func(t string) bool { return t == "grpc" })
+		interp, err = pyworker.FindInterpreter(ctx, o.Python, nil)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("harness: %w", err)
 	}
-	e := &Env{Interpreter: interp, procs: pyworker.NewProcessSet()}
-	e.GRPCVersion, e.PBVersion = moduleVersions(ctx, interp.Path)
+	e := &Env{Interpreter: interp, HasGRPC: wantGRPC, procs: pyworker.NewProcessSet(),
+		Floor: map[floor.Mode][]*floor.Server{}}
+	if wantGRPC {
+		e.GRPCVersion, e.PBVersion = moduleVersions(ctx, interp.Path)
+	}
 
-	// The runtime's pools use the gRPC transport, the one the raw path speaks.
+	// Every pool runs the same interpreter as the raw workers and the floor.
 	var pools []snakepit.PoolConfig
-	for _, size := range o.PoolSizes {
-		pools = append(pools, snakepit.PoolConfig{Name: PoolName(size), Adapter: Adapter, Size: size,
-			Transport: "grpc", PythonPath: []string{o.AdapterDir}})
-		e.pools = append(e.pools, PoolName(size))
+	for _, t := range o.Transports {
+		for _, size := range o.PoolSizes {
+			name := PoolName(t, size)
+			pools = append(pools, snakepit.PoolConfig{Name: name, Adapter: Adapter, Size: size,
+				Transport: t, PythonPath: []string{o.AdapterDir}})
+			e.pools = append(e.pools, name)
+		}
 	}
 	if len(pools) > 0 {
-		if e.Runtime, err = snakepit.Start(ctx, snakepit.Config{Pools: pools, Logger: o.Logger}); err != nil {
+		cfg := snakepit.Config{Pools: pools, Python: interp.Path, Logger: o.Logger}
+		if e.Runtime, err = snakepit.Start(ctx, cfg); err != nil {
 			return nil, fmt.Errorf("harness: start the runtime: %w", err)
 		}
 	}
@@ -163,11 +206,38 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 		e.Close()
 		return nil, err
 	}
+	for _, m := range FloorModes {
+		for i := 0; i < o.FloorServers; i++ {
+			s, err := floor.Start(ctx, interp.Path, m, o.FloorPipeSize)
+			if err != nil {
+				e.Close()
+				return nil, fmt.Errorf("harness: %w", err)
+			}
+			e.Floor[m] = append(e.Floor[m], s)
+		}
+	}
 	if err := e.verify(ctx); err != nil {
 		e.Close()
 		return nil, err
 	}
 	return e, nil
+}
+
+// workerSpec is the Spec the runtime builds for a worker of a pool of the
+// default ("process") profile.
+func workerSpec(id string, interp pyworker.Interpreter, t pyworker.Transport, runDir, pkgDir, adapterDir,
+	runID, token string, log hclog.Logger) (pyworker.Spec, error) {
+	profile, err := profiles.Lookup("")
+	if err != nil {
+		return pyworker.Spec{}, err
+	}
+	shape := profile.Shape(profiles.Settings{})
+	return pyworker.Spec{
+		ID: id, Adapter: Adapter, Interpreter: interp, Transport: t,
+		RunDir: runDir, PackageDir: pkgDir, PythonPath: []string{adapterDir}, Env: shape.Env,
+		RunID: runID, Token: token, Capacity: shape.Capacity,
+		MaxMessageBytes: snakepit.DefaultMaxMessageBytes, Logger: log,
+	}, nil
 }
 
 // startRaw launches the raw workers with the Spec the runtime would build for
@@ -184,12 +254,6 @@ func (e *Env) startRaw(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("harness: install the worker package: %w", err)
 	}
-	profile, err := profiles.Lookup("")
-	if err != nil {
-		return fmt.Errorf("harness: %w", err)
-	}
-	shape := profile.Shape(profiles.Settings{})
-	e.capacity = shape.Capacity
 	runID, token := randomHex(8), randomHex(32)
 	for i := 0; i < o.RawWorkers; i++ {
 		// One run directory per worker, so its socket is the only one in it.
@@ -198,12 +262,12 @@ func (e *Env) startRaw(ctx context.Context, o Options) error {
 			return fmt.Errorf("harness: %w", err)
 		}
 		id := "raw-" + strconv.Itoa(i)
-		spec := pyworker.Spec{
-			ID: id, Adapter: Adapter, Interpreter: e.Interpreter, Transport: pyworker.GRPC{},
-			RunDir: runDir, PackageDir: pkgDir, PythonPath: []string{o.AdapterDir}, Env: shape.Env,
-			RunID: runID, Token: token, Capacity: shape.Capacity,
-			MaxMessageBytes: snakepit.DefaultMaxMessageBytes, Logger: o.Logger.Named(id), Processes: e.procs,
+		spec, err := workerSpec(id, e.Interpreter, pyworker.GRPC{}, runDir, pkgDir, o.AdapterDir, runID, token, o.Logger.Named(id))
+		if err != nil {
+			return fmt.Errorf("harness: %w", err)
 		}
+		spec.Processes = e.procs
+		e.capacity = spec.Capacity
 		lctx, cancel := context.WithTimeout(ctx, snakepit.DefaultStartTimeout)
 		h, err := pyworker.Launch(lctx, spec)
 		cancel()
@@ -230,23 +294,21 @@ func (e *Env) startRaw(ctx context.Context, o Options) error {
 	return nil
 }
 
-// verify makes one call per payload on every pool and raw worker and checks
-// the reply byte for byte.
+// verify makes one call per payload on every pool, raw worker and floor
+// server and checks the reply byte for byte.
 func (e *Env) verify(ctx context.Context) error {
 	for _, p := range []Payload{Payload100B, Payload1MiB} {
-		if e.Runtime != nil {
-			for _, h := range e.pools {
-				res, err := e.Runtime.Call(ctx, h, p.Tool, p.args)
-				if err != nil {
-					return fmt.Errorf("harness: verify %s on pool %s: %w", p.Name, h, err)
-				}
-				got := res.JSON()
-				if p.raw {
-					got, _ = res.Bytes()
-				}
-				if !bytes.Equal(got, p.want) {
-					return fmt.Errorf("harness: verify %s on pool %s: the echo differs", p.Name, h)
-				}
+		for _, h := range e.pools {
+			res, err := e.Runtime.Call(ctx, h, p.Tool, p.args)
+			if err != nil {
+				return fmt.Errorf("harness: verify %s on pool %s: %w", p.Name, h, err)
+			}
+			got := res.JSON()
+			if p.raw {
+				got, _ = res.Bytes()
+			}
+			if !bytes.Equal(got, p.want) {
+				return fmt.Errorf("harness: verify %s on pool %s: the echo differs", p.Name, h)
 			}
 		}
 		for i, w := range e.Raw {
@@ -262,16 +324,33 @@ func (e *Env) verify(ctx context.Context) error {
 				return fmt.Errorf("harness: verify %s on raw worker %d: the echo differs", p.Name, i)
 			}
 		}
+		for _, m := range FloorModes {
+			for i, s := range e.Floor[m] {
+				got, err := s.Echo(ctx, p.body)
+				if err != nil {
+					return fmt.Errorf("harness: verify %s on %s floor %d: %w", p.Name, m, i, err)
+				}
+				if !bytes.Equal(got, p.body) {
+					return fmt.Errorf("harness: verify %s on %s floor %d: the echo differs", p.Name, m, i)
+				}
+			}
+		}
 	}
 	return nil
 }
 
-// Close stops the runtime and the raw workers and removes their files.
+// Close stops the runtime, the raw workers and the floor servers and removes
+// their files.
 func (e *Env) Close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if e.Runtime != nil {
 		_ = e.Runtime.Stop(ctx)
+	}
+	for _, servers := range e.Floor {
+		for _, s := range servers {
+			s.Close()
+		}
 	}
 	for _, w := range e.Raw {
 		if w.cc != nil {
@@ -342,6 +421,50 @@ func (e *Env) RawCappedCall(n int, p Payload) Call {
 			return err
 		}
 		return checkLen(rawLen(reply, p), p)
+	}
+}
+
+// FloorCall echoes p's bare payload (p.Size bytes, no call metadata) through
+// the first n floor servers of mode m; caller g always uses server g mod n,
+// and nothing limits the calls in flight, as with RawCall.
+func (e *Env) FloorCall(m floor.Mode, n int, p Payload) Call {
+	servers := e.Floor[m][:n]
+	return func(ctx context.Context, g int) error {
+		got, err := servers[g%n].Echo(ctx, p.body)
+		if err != nil {
+			return err
+		}
+		if len(got) != len(p.body) {
+			return fmt.Errorf("%s: floor reply of %d bytes, want %d", p.Name, len(got), len(p.body))
+		}
+		return nil
+	}
+}
+
+// FloorCappedCall is FloorCall with at most one frame in flight per server,
+// admitted from a free list as RawCappedCall admits calls: the floor of a
+// pool whose workers run one call at a time.
+func (e *Env) FloorCappedCall(m floor.Mode, n int, p Payload) Call {
+	free := make(chan *floor.Server, n)
+	for _, s := range e.Floor[m][:n] {
+		free <- s
+	}
+	return func(ctx context.Context, _ int) error {
+		var s *floor.Server
+		select {
+		case s = <-free:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		got, err := s.Echo(ctx, p.body)
+		free <- s
+		if err != nil {
+			return err
+		}
+		if len(got) != len(p.body) {
+			return fmt.Errorf("%s: floor reply of %d bytes, want %d", p.Name, len(got), len(p.body))
+		}
+		return nil
 	}
 }
 
