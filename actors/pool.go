@@ -67,7 +67,7 @@ func NewPoolProps(s PoolSettings) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor {
 		return &poolActor{s: s, sup: supervision.New(s.Restart, s.Clock, nil), byID: map[string]*worker{},
 			inflight: map[string]*worker{}, timers: map[string]*time.Timer{}}
-	})
+	}, actor.WithDispatcher(inlineDispatcher))
 }
 
 func (p *poolActor) Receive(ctx actor.Context) {

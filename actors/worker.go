@@ -49,7 +49,7 @@ type workerActor struct {
 func newWorkerProps(slot *workerSlot) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor {
 		return &workerActor{slot: slot, inflight: map[string]context.CancelFunc{}}
-	})
+	}, actor.WithDispatcher(inlineDispatcher))
 }
 
 func (w *workerActor) Receive(ctx actor.Context) {
