@@ -804,6 +804,10 @@ type StatsReply struct {
 	RssBytes int64 `protobuf:"varint,9,opt,name=rss_bytes,json=rssBytes,proto3" json:"rss_bytes,omitempty"`
 	// Seconds since the worker process started.
 	UptimeSeconds float64 `protobuf:"fixed64,10,opt,name=uptime_seconds,json=uptimeSeconds,proto3" json:"uptime_seconds,omitempty"`
+	// The most calls that ever ran at once in this worker.
+	MaxInFlight int32 `protobuf:"varint,11,opt,name=max_in_flight,json=maxInFlight,proto3" json:"max_in_flight,omitempty"`
+	// "process" or "thread": how the worker runs sync tools.
+	Profile       string `protobuf:"bytes,12,opt,name=profile,proto3" json:"profile,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -906,6 +910,20 @@ func (x *StatsReply) GetUptimeSeconds() float64 {
 		return x.UptimeSeconds
 	}
 	return 0
+}
+
+func (x *StatsReply) GetMaxInFlight() int32 {
+	if x != nil {
+		return x.MaxInFlight
+	}
+	return 0
+}
+
+func (x *StatsReply) GetProfile() string {
+	if x != nil {
+		return x.Profile
+	}
+	return ""
 }
 
 type ShutdownRequest struct {
@@ -1060,7 +1078,7 @@ const file_snakepit_v1_worker_proto_rawDesc = "" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12G\n" +
 	"\x10protocol_version\x18\x02 \x01(\x0e2\x1c.snakepit.v1.ProtocolVersionR\x0fprotocolVersion\x12\x10\n" +
 	"\x03pid\x18\x03 \x01(\x05R\x03pid\"\x0e\n" +
-	"\fStatsRequest\"\xe4\x02\n" +
+	"\fStatsRequest\"\xa2\x03\n" +
 	"\n" +
 	"StatsReply\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12%\n" +
@@ -1074,7 +1092,9 @@ const file_snakepit_v1_worker_proto_rawDesc = "" +
 	"\bcapacity\x18\b \x01(\x05R\bcapacity\x12\x1b\n" +
 	"\trss_bytes\x18\t \x01(\x03R\brssBytes\x12%\n" +
 	"\x0euptime_seconds\x18\n" +
-	" \x01(\x01R\ruptimeSeconds\",\n" +
+	" \x01(\x01R\ruptimeSeconds\x12\"\n" +
+	"\rmax_in_flight\x18\v \x01(\x05R\vmaxInFlight\x12\x18\n" +
+	"\aprofile\x18\f \x01(\tR\aprofile\",\n" +
 	"\x0fShutdownRequest\x12\x19\n" +
 	"\bgrace_ms\x18\x01 \x01(\x03R\agraceMs\",\n" +
 	"\rShutdownReply\x12\x1b\n" +
