@@ -65,7 +65,9 @@ type WorkerStats struct {
 	FreeThreaded   bool   // built with Py_GIL_DISABLED
 	GILEnabled     bool   // the GIL is on at run time
 	Capacity       int
+	Profile        string // "process" or "thread", as the worker runs
 	InFlight       int
+	MaxInFlight    int // the most calls that ever ran at once in it
 	RequestsServed int64
 	RSSBytes       int64
 	Uptime         time.Duration
@@ -100,7 +102,7 @@ func (rt *Runtime) Stats(ctx context.Context, pool string) ([]WorkerStats, error
 		s := a.Reply
 		out = append(out, WorkerStats{ID: w.ID, Pid: int(s.GetPid()), Python: s.GetPythonVersion(),
 			Implementation: s.GetImplementation(), FreeThreaded: s.GetFreeThreadedBuild(), GILEnabled: s.GetGilEnabled(),
-			Capacity: int(s.GetCapacity()), InFlight: int(s.GetInFlight()), RequestsServed: s.GetRequestsServed(),
+			Capacity: int(s.GetCapacity()), Profile: s.GetProfile(), InFlight: int(s.GetInFlight()), MaxInFlight: int(s.GetMaxInFlight()), RequestsServed: s.GetRequestsServed(),
 			RSSBytes: s.GetRssBytes(), Uptime: time.Duration(s.GetUptimeSeconds() * float64(time.Second))})
 	}
 	if len(out) == 0 && len(errs) > 0 {
