@@ -8,8 +8,10 @@ Adapter authors only need :func:`tool` and, optionally, :class:`Adapter`::
     def word_count(text: str) -> int:
         return len(text.split())
 
-Importing this package does not import grpc; the gRPC worker lives in
-``snakepit.worker`` (``python -m snakepit.worker``) and ``snakepit.server``.
+Importing this package does not import grpc. The worker is
+``python -m snakepit.worker`` (``snakepit.worker``); its default transport,
+``snakepit.native_server`` (frames of ``snakepit.wire``), needs only the
+standard library; the gRPC one is ``snakepit.server``.
 """
 
 from snakepit.adapter import Adapter

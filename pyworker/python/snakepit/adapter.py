@@ -7,12 +7,13 @@ no arguments, and its ``@tool`` methods are the tools).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import logging
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Tuple
 
 from snakepit.decorator import ToolOptions, tool_options
 from snakepit.introspect import format_signature, safe_signature
@@ -47,6 +48,29 @@ class Tool:
     thread_safe: bool
     #: None when the callable has no introspectable signature.
     signature: Optional[inspect.Signature]
+
+    @functools.cached_property
+    def keyword_binding(self) -> Optional[Tuple[FrozenSet[str], FrozenSet[str]]]:
+        """``(names, required)``: the parameters that can be passed by keyword,
+        and those of them without a default; None when the signature has a
+        required positional-only parameter (keywords can never bind it).
+
+        Keyword arguments whose names are within ``names`` and cover
+        ``required`` bind without ``Signature.bind`` (the fast path of
+        codec.bind_args); anything else goes through it.
+        """
+        if self.signature is None:
+            return None
+        names = set()
+        required = set()
+        for param in self.signature.parameters.values():
+            if param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
+                names.add(param.name)
+                if param.default is param.empty:
+                    required.add(param.name)
+            elif param.kind == param.POSITIONAL_ONLY and param.default is param.empty:
+                return None
+        return frozenset(names), frozenset(required)
 
     def describe_signature(self) -> str:
         """E.g. ``word_count(text: str) -> int``."""

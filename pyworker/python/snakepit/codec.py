@@ -151,6 +151,11 @@ def bind_args(tool: Tool, kwargs: Dict[str, Any]) -> Tuple[Tuple[Any, ...], Dict
     """
     if tool.signature is None:
         return (), kwargs
+    fast = tool.keyword_binding
+    if fast is not None:
+        keys = kwargs.keys()
+        if keys <= fast[0] and fast[1] <= keys:
+            return (), kwargs  # exactly what Signature.bind would accept
     try:
         bound = tool.signature.bind(**kwargs)
     except TypeError as exc:

@@ -26,19 +26,19 @@ Outcome = Union[EncodedResult, CallError]
 
 def find_tool(adapter: LoadedAdapter, name: str) -> Tool:
     """The tool called ``name``. Raises CallError(UNKNOWN_TOOL)."""
+    found = adapter.tools.get(name) if name else None
+    if found is not None:
+        return found
     available = ", ".join(adapter.tool_names()) or "(none)"
     if not name:
         raise CallError(
             ErrorKind.UNKNOWN_TOOL,
             f"no tool name given; available tools: {available}",
         )
-    found = adapter.tools.get(name)
-    if found is None:
-        raise CallError(
-            ErrorKind.UNKNOWN_TOOL,
-            f"unknown tool {name!r}; available tools: {available}",
-        )
-    return found
+    raise CallError(
+        ErrorKind.UNKNOWN_TOOL,
+        f"unknown tool {name!r}; available tools: {available}",
+    )
 
 
 def prepare_call(

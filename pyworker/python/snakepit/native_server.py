@@ -4,34 +4,39 @@ CPython >= 3.11, free-threaded builds included.
 
 Threads:
 
-* the main thread waits for the stop and runs the signal handlers;
+* the main thread waits for the stop; ``snakepit-signals`` turns SIGTERM /
+  SIGINT into a shutdown;
 * ``snakepit-accept`` accepts connections;
 * one ``snakepit-conn-N`` reader thread per connection reads frames, starts
   calls and answers HELLO / REQUEST / CANCEL itself (so health, stats and
   describe are answered even while every tool thread is busy);
-* sync tools run on a ThreadPoolExecutor of ``capacity`` threads; async
-  tools run as tasks on one event loop in ``snakepit-asyncio`` (unbounded, as
-  with the gRPC server);
+* sync tools run on ``capacity`` ``snakepit-tool-N`` threads fed by one FIFO
+  queue (ToolThreads: a ThreadPoolExecutor costs several microseconds more
+  per call); async tools run as tasks on one event loop in
+  ``snakepit-asyncio`` (not bounded by capacity, as with the gRPC server);
 * ``snakepit-shutdown`` drains and stops once a shutdown is requested.
 
 Frames from many threads go out through one lock per connection. A call's
-RESULT / ERROR is sent by the thread (or task) that finished it.
+RESULT / ERROR is sent by the thread (or task) that finished it; the call is
+counted finished under that lock just before its answer is written, so once
+no call is in flight and each connection's lock has been taken once, every
+answer is out.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import errno
 import logging
 import os
 import platform
+import queue
 import signal
 import socket
 import stat
 import threading
 import time
-from typing import Any, Dict, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from snakepit import wire
 from snakepit.adapter import LoadedAdapter, Tool, close_adapter
@@ -62,6 +67,7 @@ _LISTEN_BACKLOG = 128
 _HEADER_PACK = wire.HEADER.pack
 _VERSION = wire.VERSION
 _RESULT = wire.RESULT
+_FLAG_RAW = wire.FLAG_RAW
 _ERROR = wire.ERROR
 _EXECUTE = wire.EXECUTE
 _CANCEL = wire.CANCEL
@@ -83,7 +89,7 @@ class CallContext:
 
     __slots__ = (
         "conn", "stream", "request_id", "tool", "deadline_ns", "cancelled",
-        "lock", "state", "future", "task", "started",
+        "lock", "state", "task", "started", "ran",
     )
 
     def __init__(
@@ -98,9 +104,9 @@ class CallContext:
         self.cancelled = False
         self.lock = threading.Lock()
         self.state = QUEUED
-        self.future: Optional["concurrent.futures.Future[None]"] = None
         self.task: Optional["asyncio.Task[None]"] = None
         self.started = 0.0
+        self.ran = False  # the tool was called (counted in max_in_flight)
 
     def __repr__(self) -> str:
         return (
@@ -112,22 +118,32 @@ class CallContext:
 class Connection:
     """One accepted connection: its socket, its calls, its write lock."""
 
-    __slots__ = ("sock", "name", "calls", "_wlock", "_dead", "_closed")
+    __slots__ = ("sock", "name", "calls", "_wlock", "_fd_lock", "_dead", "_closed")
 
     def __init__(self, sock: socket.socket, name: str) -> None:
         self.sock = sock
         self.name = name
         #: stream -> CallContext, for calls not answered yet.
         self.calls: Dict[int, CallContext] = {}
-        self._wlock = threading.Lock()
+        self._wlock = threading.Lock()  # one frame at a time
+        self._fd_lock = threading.Lock()  # shutdown() never races close()
         self._dead = False  # no more writes
         self._closed = False
 
-    def send(self, frame_type: int, stream: int, body: bytes, flags: int = 0) -> bool:
-        """Send one frame; False (and the connection is dead) if it fails."""
+    def send(
+        self, frame_type: int, stream: int, body: bytes, flags: int = 0,
+        before: Optional[Callable[[], None]] = None,
+    ) -> bool:
+        """Send one frame; False (and the connection is dead) if it fails.
+
+        ``before`` runs under the write lock first, whether or not the
+        connection is still alive.
+        """
         size = len(body)
         header = _HEADER_PACK(size, _VERSION, frame_type, flags, stream)
         with self._wlock:
+            if before is not None:
+                before()
             if self._dead:
                 return False
             try:
@@ -151,20 +167,64 @@ class Connection:
         if sent < wire.HEADER_SIZE + len(body):
             self.sock.sendall(memoryview(body)[sent - wire.HEADER_SIZE :])
 
+    def barrier(self, timeout: float) -> None:
+        """Wait (up to ``timeout``) for a send under way to end."""
+        if self._wlock.acquire(timeout=timeout):
+            self._wlock.release()
+
     def interrupt(self) -> None:
-        """Wake the reader thread (it then closes the connection)."""
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        """Wake the reader thread (it then closes the connection) and any
+        blocked sender. Any thread."""
+        with self._fd_lock:
+            if not self._closed:
+                try:
+                    self.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def close(self) -> None:
         """Close the socket (reader thread only): never while a send is under way."""
         with self._wlock:
             self._dead = True
-            if not self._closed:
-                self._closed = True
-                self.sock.close()
+            with self._fd_lock:
+                if not self._closed:
+                    self._closed = True
+                    self.sock.close()
+
+
+class ToolThreads:
+    """``size`` daemon threads running ``handler(item)`` for each queued item, FIFO."""
+
+    def __init__(self, size: int, handler: Callable[[Any], None], name: str = "snakepit-tool") -> None:
+        self._queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+        self.put = self._queue.put
+        self._handler = handler
+        self._stopping = False
+        self.threads = [
+            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
+            for i in range(size)
+        ]
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def _work(self) -> None:
+        get, handler = self._queue.get, self._handler
+        while True:
+            item = get()
+            if item is None or self._stopping:
+                return
+            try:
+                handler(item)
+            except BaseException:  # the handler answers its call itself; this is a bug
+                logger.exception("internal error in a tool thread")
+
+    def stop(self) -> None:
+        """Let every thread end once its current item is done; queued items are dropped."""
+        self._stopping = True
+        for _ in self.threads:
+            self._queue.put(None)
 
 
 class NativeServer:
@@ -191,9 +251,7 @@ class NativeServer:
         self._started = time.monotonic() if started_monotonic is None else started_monotonic
         self._counters = Counters()
         self._shutdown = ShutdownState()
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=capacity, thread_name_prefix="snakepit-tool"
-        )
+        self._threads = ToolThreads(capacity, self._run_sync_call)
         self._hello_ok = wire.dumps({
             "version": wire.VERSION,
             "pid": os.getpid(),
@@ -215,6 +273,10 @@ class NativeServer:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._loop_thread: Optional[threading.Thread] = None
         self._tasks: Set["asyncio.Task[None]"] = set()
+        self._conn_threads: List[threading.Thread] = []
+        self._signal_thread: Optional[threading.Thread] = None
+        self._signal_write_fd = -1
+        self._drain_thread: Optional[threading.Thread] = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -242,6 +304,7 @@ class NativeServer:
             raise
         self._listener = listener
         self._socket_path = socket_path
+        self._threads.start()
         if self._has_async:
             self._start_loop()
         self._accept_thread = threading.Thread(
@@ -265,16 +328,69 @@ class NativeServer:
         self._loop_thread = thread
 
     def install_signal_handlers(self) -> None:
-        """SIGTERM and SIGINT start a graceful shutdown (5 s grace). Main thread only."""
+        """SIGTERM and SIGINT start a graceful shutdown (5 s grace). Main thread only.
 
-        def handler(signum: int, _frame: Any) -> None:
-            self.request_shutdown(SIGNAL_GRACE_SECONDS, signal.Signals(signum).name)
-
+        The work is not done in a Python signal handler: that runs in the
+        main thread between two bytecodes, perhaps in the middle of a write
+        to stderr (logging from it fails: "reentrant call") or holding a lock
+        it would need. Instead the C-level handler writes the signal number
+        to a pipe (signal.set_wakeup_fd) and the ``snakepit-signals`` thread
+        reads it and shuts down. This also works when the kernel delivers the
+        signal to another thread than the main one.
+        """
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+        try:
+            signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        except ValueError:  # not the main thread
+            os.close(read_fd)
+            os.close(write_fd)
+            logger.debug("not the main thread: SIGTERM / SIGINT keep their default action")
+            return
         for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, _note_signal)
+        self._signal_write_fd = write_fd
+        self._signal_thread = threading.Thread(
+            target=self._watch_signals, args=(read_fd,), name="snakepit-signals", daemon=True
+        )
+        self._signal_thread.start()
+
+    def _watch_signals(self, read_fd: int) -> None:
+        try:
+            while True:
+                data = os.read(read_fd, 64)
+                if not data:
+                    return  # close() closed the write end
+                for signum in data:
+                    if signum in (signal.SIGTERM, signal.SIGINT):
+                        self.request_shutdown(SIGNAL_GRACE_SECONDS, signal.Signals(signum).name)
+        except OSError as exc:
+            logger.error("cannot read signals any more: %s", exc)
+        finally:
+            os.close(read_fd)
+
+    def close(self, timeout: float = 2.0) -> None:
+        """After the stop, in the main thread: stop watching signals (further
+        SIGTERM / SIGINT are ignored) and wait up to ``timeout`` for the
+        server's threads to end, so that the interpreter does not finalize
+        while they start or end (a free-threaded 3.13 can hang at exit then).
+        Tool threads are not waited for when calls are still running."""
+        if self._signal_write_fd >= 0:
             try:
-                signal.signal(signum, handler)
-            except (ValueError, OSError):  # not the main thread / not on this platform
-                logger.debug("cannot install a handler for %s", signum)
+                signal.set_wakeup_fd(-1)
+            except ValueError:
+                pass
+            os.close(self._signal_write_fd)
+            self._signal_write_fd = -1
+        threads = [self._signal_thread, self._drain_thread, self._accept_thread,
+                   self._loop_thread, *self._conn_threads]
+        if self._counters.in_flight == 0:
+            threads.extend(self._threads.threads)
+        deadline = time.monotonic() + timeout
+        current = threading.current_thread()
+        for thread in threads:
+            if thread is not None and thread is not current and thread.ident is not None:
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     def wait_stopped(self, timeout: Optional[float] = None) -> bool:
         """Block until a requested shutdown has completed (True) or ``timeout``."""
@@ -316,7 +432,9 @@ class NativeServer:
         return in_flight, first
 
     def _start_drain(self) -> None:
-        threading.Thread(target=self._drain_and_stop, name="snakepit-shutdown", daemon=True).start()
+        self._drain_thread = threading.Thread(
+            target=self._drain_and_stop, name="snakepit-shutdown", daemon=True)
+        self._drain_thread.start()
 
     def _drain_and_stop(self) -> None:
         try:
@@ -327,9 +445,12 @@ class NativeServer:
                 self._close_adapter()
             except Exception:
                 logger.exception("adapter close() failed")
-            if not left:
-                stop_by = time.monotonic() + _STOP_GRACE_SECONDS
-                self._counters.wait_idle(lambda: stop_by, replies=True)
+            # Calls count as finished just before their answer is written,
+            # under the connection's write lock: let those writes end.
+            with self._conn_lock:
+                connections = list(self._connections)
+            for conn in connections:
+                conn.barrier(_STOP_GRACE_SECONDS)
         except Exception:
             logger.exception("error during shutdown")
         finally:
@@ -355,7 +476,7 @@ class NativeServer:
             connections = list(self._connections)
         for conn in connections:
             conn.interrupt()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._threads.stop()
         loop = self._loop
         if loop is not None:
             try:
@@ -402,10 +523,13 @@ class NativeServer:
                 conn = Connection(sock, str(self._conn_seq))
                 with self._conn_lock:
                     self._connections.add(conn)
-                threading.Thread(
+                thread = threading.Thread(
                     target=self._serve_connection, args=(conn,),
                     name=f"snakepit-conn-{conn.name}", daemon=True,
-                ).start()
+                )
+                thread.start()
+                self._conn_threads = [t for t in self._conn_threads if t.is_alive()]
+                self._conn_threads.append(thread)
         finally:
             listener.close()
 
@@ -494,11 +618,7 @@ class NativeServer:
         # Nobody is left to answer: queued calls never run, async tasks stop;
         # a running sync tool finishes and its reply is dropped.
         for ctx in list(conn.calls.values()):
-            ctx.cancelled = True
-            if not self._finish_queued(ctx, CallError(ErrorKind.CANCELLED, "connection closed")):
-                task = ctx.task
-                if task is not None and self._loop is not None:
-                    self._loop.call_soon_threadsafe(task.cancel)
+            self._cancel(ctx, CallError(ErrorKind.CANCELLED, "the connection closed"))
 
     # ---------------------------------------------------------------- calls
 
@@ -506,60 +626,52 @@ class NativeServer:
         call = wire.parse_execute(body)
         if stream in conn.calls:
             raise wire.WireError(f"EXECUTE on stream {stream}, which has a call in flight")
+        ctx: Optional[CallContext] = None
         try:
-            self._start_call(conn, stream, call)
-        except wire.WireError:
-            raise
-        except Exception as exc:
-            logger.exception("internal error starting tool %r", call.tool)
-            if conn.calls.get(stream) is None:
-                err = error_from_exception(exc, kind=ErrorKind.INTERNAL)
-                err.message = f"internal worker error: {err.message}"
-                self._send_outcome(conn, stream, call.tool, err)
-
-    def _start_call(self, conn: Connection, stream: int, call: wire.ExecuteCall) -> None:
-        counters = self._counters
-        if self._shutdown.requested:
-            self._send_outcome(conn, stream, call.tool, CallError(
-                ErrorKind.SHUTTING_DOWN, "the worker is shutting down and takes no new calls"))
-            return
-        deadline_ns = call.deadline_ns
-        if deadline_ns:
-            remaining = deadline_ns - time.time_ns()
-            if remaining <= 0:
+            if self._shutdown.requested:
                 self._send_outcome(conn, stream, call.tool, CallError(
-                    ErrorKind.DEADLINE_EXCEEDED,
-                    f"the deadline passed {-remaining / 1e9:.3f}s before tool "
-                    f"{call.tool!r} could start",
-                ))
+                    ErrorKind.SHUTTING_DOWN, "the worker is shutting down and takes no new calls"))
                 return
-        try:
-            tool = find_tool(self.adapter, call.tool)
-            args, kwargs = prepare_decoded_call(tool, call.args, call.binary)
-        except CallError as err:
-            counters.start()
-            counters.finish()
-            self._send_outcome(conn, stream, call.tool, err)
-            return
-        ctx = CallContext(conn, stream, call.request_id, tool.name, deadline_ns)
-        if self._debug:
-            ctx.started = time.monotonic()
-        conn.calls[stream] = ctx
-        counters.start(reply_pending=True)
-        if tool.is_async:
-            loop = self._loop
-            assert loop is not None
-            loop.call_soon_threadsafe(self._start_task, ctx, tool, args, kwargs)
-            return
-        try:
-            ctx.future = self._executor.submit(self._run_sync_call, ctx, tool, args, kwargs)
-        except RuntimeError:  # the executor is shut down: the worker is stopping
-            self._finish_queued(ctx, CallError(
-                ErrorKind.SHUTTING_DOWN, "the worker is shutting down and takes no new calls"))
+            deadline_ns = call.deadline_ns
+            if deadline_ns:
+                remaining = deadline_ns - time.time_ns()
+                if remaining <= 0:
+                    self._send_outcome(conn, stream, call.tool, CallError(
+                        ErrorKind.DEADLINE_EXCEEDED,
+                        f"the deadline passed {-remaining / 1e9:.3f}s before tool "
+                        f"{call.tool!r} could start",
+                    ))
+                    return
+            try:
+                tool = find_tool(self.adapter, call.tool)
+                args, kwargs = prepare_decoded_call(tool, call.args, call.binary)
+            except CallError as err:
+                self._counters.count_served()
+                self._send_outcome(conn, stream, call.tool, err)
+                return
+            ctx = CallContext(conn, stream, call.request_id, tool.name, deadline_ns)
+            if self._debug:
+                ctx.started = time.monotonic()
+            conn.calls[stream] = ctx
+            self._counters.start()
+            if tool.is_async:
+                self._loop.call_soon_threadsafe(  # type: ignore[union-attr]
+                    self._start_task, ctx, tool, args, kwargs)
+            else:
+                self._threads.put((ctx, tool, args, kwargs))
+        except Exception as exc:  # our own bug: answer the call, keep the connection
+            logger.exception("internal error starting tool %r", call.tool)
+            err = error_from_exception(exc, kind=ErrorKind.INTERNAL)
+            err.message = f"internal worker error: {err.message}"
+            if ctx is None:
+                self._send_outcome(conn, stream, call.tool, err)
+            else:
+                self._finish_queued(ctx, err)
 
     def _run_sync_call(
-        self, ctx: CallContext, tool: Tool, args: Tuple[Any, ...], kwargs: Dict[str, Any]
+        self, item: Tuple[CallContext, Tool, Tuple[Any, ...], Dict[str, Any]]
     ) -> None:
+        ctx, tool, args, kwargs = item
         with ctx.lock:
             if ctx.state != QUEUED:
                 return  # cancelled while queued; already answered
@@ -570,17 +682,33 @@ class NativeServer:
                 f"the deadline passed while tool {tool.name!r} waited for a free thread",
             )
         else:
+            self._counters.begin_run()
+            ctx.ran = True
             outcome = run_sync(tool, args, kwargs)
+            if (
+                type(outcome) is EncodedResult
+                and len(outcome.data) <= self.max_message_bytes
+                and not self._debug
+            ):  # the common case, in short: _complete() / _reply()
+                ctx.state = DONE
+                conn = ctx.conn
+                conn.calls.pop(ctx.stream, None)
+                conn.send(_RESULT, ctx.stream, outcome.data,
+                          _FLAG_RAW if outcome.raw else 0, self._counters.finish_run)
+                return
         self._complete(ctx, outcome)
 
     def _start_task(
         self, ctx: CallContext, tool: Tool, args: Tuple[Any, ...], kwargs: Dict[str, Any]
     ) -> None:
-        loop = self._loop
-        assert loop is not None
-        task = loop.create_task(self._run_async_call(ctx, tool, args, kwargs))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        try:
+            task = asyncio.get_running_loop().create_task(
+                self._run_async_call(ctx, tool, args, kwargs))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        except Exception as exc:
+            logger.exception("internal error starting tool %r", tool.name)
+            self._finish_queued(ctx, error_from_exception(exc, kind=ErrorKind.INTERNAL))
 
     async def _run_async_call(
         self, ctx: CallContext, tool: Tool, args: Tuple[Any, ...], kwargs: Dict[str, Any]
@@ -600,6 +728,8 @@ class NativeServer:
                         f"the deadline passed before tool {tool.name!r} could start",
                     )
                 else:
+                    self._counters.begin_run()
+                    ctx.ran = True
                     try:
                         outcome = await asyncio.wait_for(run_async(tool, args, kwargs), remaining)
                     except asyncio.TimeoutError:
@@ -610,6 +740,8 @@ class NativeServer:
                             f"({remaining:.3f}s); it was cancelled",
                         )
             else:
+                self._counters.begin_run()
+                ctx.ran = True
                 outcome = await run_async(tool, args, kwargs)
         except asyncio.CancelledError:
             outcome = CallError(
@@ -622,9 +754,8 @@ class NativeServer:
         self._complete(ctx, outcome)
 
     def _complete(self, ctx: CallContext, outcome: Outcome) -> None:
-        """A started call is over: account for it, then answer it."""
+        """A started call is over: answer it (counted finished just before)."""
         ctx.state = DONE
-        self._counters.finish()
         if self._debug:
             logger.debug(
                 "request %s tool %r: %s in %.3fs", ctx.request_id, ctx.tool,
@@ -639,27 +770,34 @@ class NativeServer:
             if ctx.state != QUEUED:
                 return False
             ctx.state = DONE
-        if ctx.future is not None:
-            ctx.future.cancel()
-        self._counters.finish()
         self._reply(ctx, err)
         return True
 
     def _reply(self, ctx: CallContext, outcome: Outcome) -> None:
-        """Send a handed-off call's answer (once per call)."""
+        """Count a handed-off call finished and send its answer (once per call)."""
         conn = ctx.conn
         conn.calls.pop(ctx.stream, None)
         try:
-            self._send_outcome(conn, ctx.stream, ctx.tool, outcome)
-        finally:
-            self._counters.replied()
+            frame_type, body, flags = self._encode_outcome(ctx.tool, outcome)
+        except Exception as exc:  # never leave a call unanswered
+            logger.exception("internal error answering tool %r", ctx.tool)
+            frame_type, body, flags = _ERROR, self._error_body(CallError(
+                ErrorKind.INTERNAL, f"internal worker error: {type(exc).__name__}")), 0
+        counters = self._counters
+        conn.send(frame_type, ctx.stream, body, flags,
+                  counters.finish_run if ctx.ran else counters.finish)
 
     def _send_outcome(self, conn: Connection, stream: int, tool: str, outcome: Outcome) -> None:
+        """Answer a call the reader thread refused or failed at once."""
+        frame_type, body, flags = self._encode_outcome(tool, outcome)
+        conn.send(frame_type, stream, body, flags)
+
+    def _encode_outcome(self, tool: str, outcome: Outcome) -> Tuple[int, bytes, int]:
+        """``(frame type, body, flags)`` of a call's answer."""
         if type(outcome) is EncodedResult:
             data = outcome.data
             if len(data) <= self.max_message_bytes:
-                conn.send(_RESULT, stream, data, wire.FLAG_RAW if outcome.raw else 0)
-                return
+                return _RESULT, data, (_FLAG_RAW if outcome.raw else 0)
             logger.warning(
                 "tool %r returned a %d-byte result, over the %d-byte message limit",
                 tool, len(data), self.max_message_bytes,
@@ -669,7 +807,7 @@ class NativeServer:
                 f"tool {tool!r} returned a result of {len(data)} bytes; the message limit "
                 f"(SNAKEPIT_MAX_MESSAGE_BYTES) is {self.max_message_bytes} bytes",
             )
-        conn.send(_ERROR, stream, self._error_body(outcome))  # type: ignore[arg-type]
+        return _ERROR, self._error_body(outcome), 0  # type: ignore[arg-type]
 
     def _error_body(self, err: CallError) -> bytes:
         body = wire.dumps({
@@ -678,21 +816,22 @@ class NativeServer:
             "message": err.message,
             "traceback": err.traceback_text,
         })
-        if len(body) <= self.max_message_bytes:
-            return body
-        # An enormous message or traceback: keep what fits (the traceback's end).
-        budget = max(256, self.max_message_bytes // 4)
-        message = err.message
-        traceback_text = err.traceback_text
-        if len(message) > budget:
-            message = message[:budget] + f"... ({len(err.message) - budget} characters cut)"
-        if len(traceback_text) > budget:
-            traceback_text = (f"... ({len(traceback_text) - budget} characters cut) ...\n"
-                              + traceback_text[-budget:])
-        return wire.dumps({
-            "kind": err.kind.name, "type": err.type_name[:budget],
-            "message": message, "traceback": traceback_text,
-        })
+        # An enormous message or traceback: keep what fits, the traceback's end.
+        budget = self.max_message_bytes // 4
+        while len(body) > self.max_message_bytes and budget >= 16:
+            message = err.message
+            traceback_text = err.traceback_text
+            if len(message) > budget:
+                message = message[:budget] + f"... ({len(message) - budget} characters cut)"
+            if len(traceback_text) > budget:
+                traceback_text = (f"... ({len(traceback_text) - budget} characters cut) ...\n"
+                                  + traceback_text[-budget:])
+            body = wire.dumps({
+                "kind": err.kind.name, "type": err.type_name[:budget],
+                "message": message, "traceback": traceback_text,
+            })
+            budget //= 2
+        return body
 
     def _on_cancel(self, conn: Connection, stream: int, body: memoryview) -> None:
         if len(body):
@@ -700,18 +839,23 @@ class NativeServer:
         ctx = conn.calls.get(stream)
         if ctx is None:
             return  # already answered: nothing to do
+        self._cancel(ctx, CallError(
+            ErrorKind.CANCELLED, f"the call was cancelled before tool {ctx.tool!r} started"))
+
+    def _cancel(self, ctx: CallContext, err: CallError) -> None:
+        """The caller gave up: a queued call is answered with ``err`` and never
+        runs; an async tool's task is cancelled (it answers CANCELLED); a
+        running sync tool is only flagged, and finishes."""
         with ctx.lock:
             ctx.cancelled = True
             state = ctx.state
+            if state == QUEUED:
+                ctx.state = DONE
             task = ctx.task
         if state == QUEUED:
-            self._finish_queued(ctx, CallError(
-                ErrorKind.CANCELLED,
-                f"the call was cancelled before tool {ctx.tool!r} started",
-            ))
+            self._reply(ctx, err)
         elif state == RUNNING and task is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(task.cancel)
-        # A running sync tool cannot be stopped: it is flagged and finishes.
 
     # ------------------------------------------------------------- requests
 
@@ -747,6 +891,10 @@ class NativeServer:
         conn.send(wire.REPLY, stream, reply)
         if after_reply is not None:
             after_reply()  # only now: the drain may close this connection
+
+
+def _note_signal(signum: int, frame: Any) -> None:
+    """The Python-level handler: nothing to do here (see install_signal_handlers)."""
 
 
 def _peer_message(body: memoryview) -> str:

@@ -234,7 +234,7 @@ class WorkerServer:
                 return err
             if tool.is_async:
                 return await self._run_async(tool, args, kwargs, remaining)
-            future = self._executor.submit(run_sync, tool, args, kwargs)
+            future = self._executor.submit(self._run_sync, tool, args, kwargs)
             # From here the thread, not this coroutine, ends the call's accounting:
             # a timed-out or cancelled wait must not free a slot still in use.
             future.add_done_callback(lambda _f: self._counters.finish())
@@ -244,7 +244,23 @@ class WorkerServer:
             if not handed_off:
                 self._counters.finish()
 
+    def _run_sync(self, tool: Tool, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Outcome:
+        self._counters.begin_run()
+        try:
+            return run_sync(tool, args, kwargs)
+        finally:
+            self._counters.end_run()
+
     async def _run_async(
+        self, tool: Tool, args: Tuple[Any, ...], kwargs: Dict[str, Any], remaining: Optional[float]
+    ) -> Outcome:
+        self._counters.begin_run()
+        try:
+            return await self._run_async_timed(tool, args, kwargs, remaining)
+        finally:
+            self._counters.end_run()
+
+    async def _run_async_timed(
         self, tool: Tool, args: Tuple[Any, ...], kwargs: Dict[str, Any], remaining: Optional[float]
     ) -> Outcome:
         if remaining is None:

@@ -34,71 +34,90 @@ SIGNAL_GRACE_SECONDS = 5.0
 class Counters:
     """Thread-safe call accounting (finish() runs in tool threads).
 
-    ``in_flight``: calls accepted and not finished (a sync tool whose thread
-    still runs counts, even after its reply went out). ``requests_served``:
-    calls finished. ``unreplied``: calls handed to a tool thread or task whose
-    reply has not been sent (or dropped) yet; only servers that reply from
-    those threads use it, to let the last replies out before they stop.
+    ``in_flight``: calls accepted and not finished, queued ones included (a
+    sync tool whose thread still runs counts, even after its reply went
+    out). ``requests_served``: calls finished, failed ones included.
+    ``max_in_flight``: the most tools that ever *ran* at once (queued calls do
+    not count: with capacity 1 it stays 1).
     """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # only for wait_idle()
         self._in_flight = 0
         self._served = 0
-        self._unreplied = 0
+        self._running = 0
+        self._max_running = 0
         self._waiting = 0
 
-    def start(self, reply_pending: bool = False) -> None:
-        with self._cond:
+    def start(self) -> None:
+        with self._lock:
             self._in_flight += 1
-            if reply_pending:
-                self._unreplied += 1
+
+    def begin_run(self) -> None:
+        """A started call's tool begins to run."""
+        with self._lock:
+            self._running += 1
+            if self._running > self._max_running:
+                self._max_running = self._running
+
+    def end_run(self) -> None:
+        with self._lock:
+            self._running -= 1
 
     def finish(self) -> None:
-        with self._cond:
+        """A call is over (its tool never ran, or end_run() was called)."""
+        with self._lock:
             self._in_flight -= 1
             self._served += 1
             if self._waiting and self._in_flight == 0:
-                self._cond.notify_all()
+                self._idle.notify_all()
 
-    def replied(self) -> None:
-        """A call started with ``reply_pending=True`` was answered (or dropped)."""
-        with self._cond:
-            self._unreplied -= 1
-            if self._waiting and self._unreplied == 0:
-                self._cond.notify_all()
+    def finish_run(self) -> None:
+        """end_run() and finish() in one."""
+        with self._lock:
+            self._running -= 1
+            self._in_flight -= 1
+            self._served += 1
+            if self._waiting and self._in_flight == 0:
+                self._idle.notify_all()
+
+    @property
+    def max_in_flight(self) -> int:
+        with self._lock:
+            return self._max_running
+
+    def count_served(self) -> None:
+        """A call that was answered at once (start() and finish() in one)."""
+        with self._lock:
+            self._served += 1
 
     def snapshot(self) -> Tuple[int, int]:
         """``(in_flight, requests_served)``."""
-        with self._cond:
+        with self._lock:
             return self._in_flight, self._served
 
     @property
     def in_flight(self) -> int:
         return self.snapshot()[0]
 
-    @property
-    def unreplied(self) -> int:
-        with self._cond:
-            return self._unreplied
-
     def wake(self) -> None:
-        """Wake the waiters so they re-read their deadline."""
-        with self._cond:
-            self._cond.notify_all()
+        """Wake wait_idle() so it re-reads its deadline."""
+        with self._lock:
+            self._idle.notify_all()
 
-    def wait_idle(self, deadline: Callable[[], float], replies: bool = False) -> int:
-        """Block until no call is in flight (and, with ``replies``, none is
-        unreplied) or ``time.monotonic()`` passes ``deadline()``, re-read on
-        every wake-up. Returns the calls still in flight."""
-        with self._cond:
+    def wait_idle(self, deadline: Callable[[], float]) -> int:
+        """Block until no call is in flight or ``time.monotonic()`` passes
+        ``deadline()`` (re-read on every wake-up). Returns the calls still in
+        flight."""
+        with self._lock:
             self._waiting += 1
             try:
-                while self._in_flight > 0 or (replies and self._unreplied > 0):
+                while self._in_flight > 0:
                     remaining = deadline() - time.monotonic()
                     if remaining <= 0:
                         break
-                    self._cond.wait(remaining)
+                    self._idle.wait(remaining)
                 return self._in_flight
             finally:
                 self._waiting -= 1
@@ -176,6 +195,11 @@ def health_payload(ok: bool) -> Dict[str, Any]:
     return {"ok": ok, "protocol_version": PROTOCOL_VERSION, "pid": os.getpid()}
 
 
+def profile_name(capacity: int) -> str:
+    """How the worker runs sync tools: "process" (one at a time) or "thread"."""
+    return "process" if capacity == 1 else "thread"
+
+
 def stats_payload(counters: Counters, capacity: int, started_monotonic: float) -> Dict[str, Any]:
     in_flight, served = counters.snapshot()
     return {
@@ -189,6 +213,8 @@ def stats_payload(counters: Counters, capacity: int, started_monotonic: float) -
         "capacity": capacity,
         "rss_bytes": rss_bytes(),
         "uptime_seconds": time.monotonic() - started_monotonic,
+        "max_in_flight": counters.max_in_flight,
+        "profile": profile_name(capacity),
     }
 
 

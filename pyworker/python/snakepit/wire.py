@@ -225,15 +225,34 @@ class FrameReader:
 # ---------------------------------------------------------------------- JSON
 
 
+_DECODER = json.JSONDecoder()
+_scan_once = _DECODER.scan_once
+
+
 def dumps(value: Any) -> bytes:
     """Compact JSON bytes."""
     return json.dumps(value, separators=(",", ":")).encode("utf-8")
 
 
+def loads(data: Union[bytes, bytearray, memoryview]) -> Any:
+    """Decode one UTF-8 JSON document (json.loads' rules, less overhead).
+
+    Raises ValueError (json.JSONDecodeError, UnicodeDecodeError).
+    """
+    text = str(data, "utf-8")
+    try:
+        value, end = _scan_once(text, 0)
+    except StopIteration:  # no value starts at 0 (or leading whitespace)
+        return json.loads(text)  # whitespace is fine; anything else raises there
+    if end != len(text) and text[end:].strip(" \t\n\r"):
+        raise json.JSONDecodeError("Extra data", text, end)
+    return value
+
+
 def parse_object(body: Union[bytes, bytearray, memoryview], what: str) -> Dict[str, Any]:
     """A frame body that must be a JSON object. Raises WireError."""
     try:
-        value = json.loads(bytes(body))
+        value = loads(body)
     except ValueError as exc:  # includes UnicodeDecodeError
         raise WireError(f"{what} body is not valid UTF-8 JSON: {exc}") from None
     if not isinstance(value, dict):
@@ -269,14 +288,21 @@ def parse_execute(body: Union[bytes, bytearray, memoryview]) -> ExecuteCall:
     if meta_len > size - 4:
         raise WireError(f"EXECUTE meta length {meta_len} exceeds the {size - 4} bytes that follow it")
     try:
-        meta = json.loads(bytes(body[4 : 4 + meta_len]))
+        text = str(body[4 : 4 + meta_len], "utf-8")
+        try:  # loads(), inlined: this is every call's path
+            meta, end = _scan_once(text, 0)
+        except StopIteration:
+            meta, end = json.loads(text), len(text)
+        if end != len(text) and text[end:].strip(" \t\n\r"):
+            raise json.JSONDecodeError("Extra data", text, end)
     except ValueError as exc:
         raise WireError(f"EXECUTE meta is not valid UTF-8 JSON: {exc}") from None
     if type(meta) is not dict:
         raise WireError(f"EXECUTE meta must be a JSON object, got {type(meta).__name__}")
-    request_id = meta.get("id", "")
-    tool = meta.get("tool", "")
-    deadline_ns = meta.get("deadline_ns", 0)
+    get = meta.get
+    request_id = get("id", "")
+    tool = get("tool", "")
+    deadline_ns = get("deadline_ns", 0)
     if request_id is None:
         request_id = ""
     if deadline_ns is None:
@@ -287,12 +313,12 @@ def parse_execute(body: Union[bytes, bytearray, memoryview]) -> ExecuteCall:
         raise WireError("EXECUTE meta field 'tool' must be a string")
     if type(deadline_ns) is not int or deadline_ns < 0:
         raise WireError("EXECUTE meta field 'deadline_ns' must be a non-negative integer")
-    args = meta.get("args")
+    args = get("args")
     if args is None:
         args = {}
     binary: Dict[str, bytes] = {}
     offset = 4 + meta_len
-    bins = meta.get("bin")
+    bins = get("bin")
     if bins:
         if type(bins) is not list:
             raise WireError("EXECUTE meta field 'bin' must be a list of [name, length] pairs")

@@ -174,6 +174,7 @@ def _serve_native(
     server.install_signal_handlers()
     _announce_ready(options, adapter)
     server.wait_stopped()
+    server.close()
     left = server.in_flight
     logger.info("worker %s stopped", options.worker_id or "-")
     return 0, left

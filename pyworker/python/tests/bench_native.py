@@ -2,21 +2,25 @@
 
 Not collected by pytest. Run from pyworker/python:
 
-    python3 tests/bench_native.py [--calls 10000] [--python /path/to/python] [--capacity 1]
+    python3 tests/bench_native.py [--calls 10000] [--python /path/to/python] [--capacity 1] [--spin 1]
 
 Starts ``python -m snakepit.worker --transport native`` with the echo tools,
 then, from one client thread, sends one EXECUTE at a time and waits for its
 answer: a 100-byte binary argument echoed raw (``echo_bytes``) and a
 100-character string echoed as JSON (``echo``). Prints p50 / p90 / p99.
+
+On a virtual machine an idle vCPU halts, and waking it costs tens of
+microseconds per hop, which then dominates the numbers; ``--spin N`` keeps N
+busy-looping processes running meanwhile so that the vCPUs stay awake (and
+shows what the transport itself costs).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
-import struct
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -77,7 +81,11 @@ def main() -> int:
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument("--capacity", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--spin", type=int, default=0,
+                        help="busy-looping processes that keep vCPUs awake meanwhile")
     ns = parser.parse_args()
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                for _ in range(ns.spin)]
 
     worker = WorkerProcess("native_tools", transport="native", python=ns.python,
                            capacity=ns.capacity)
@@ -96,6 +104,9 @@ def main() -> int:
                 report(name, measure(client, body, ns.calls, ns.warmup))
     finally:
         worker.close()
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
     return 0
 
 

@@ -246,3 +246,73 @@ def test_chained_exception_traceback_and_unprintable_message() -> None:
 def test_qualified_name() -> None:
     assert qualified_name(ValueError) == "builtins.ValueError"
     assert qualified_name(snakepit.Adapter) == "snakepit.adapter.Adapter"
+
+
+# ------------------------------------------------- fast keyword binding
+
+
+def _sig_bind(func: Any, kwargs: dict) -> Any:
+    """What inspect.Signature.bind makes of kwargs: the call's result, or the error."""
+    import inspect
+
+    try:
+        bound = inspect.signature(func).bind(**kwargs)
+    except TypeError:
+        return "TypeError"
+    return func(*bound.args, **bound.kwargs)
+
+
+def _fast_bind(func: Any, kwargs: dict) -> Any:
+    try:
+        args, bound_kwargs = bind_args(as_tool(func), dict(kwargs))
+    except CallError as err:
+        assert err.kind is ErrorKind.BAD_ARGUMENTS
+        return "TypeError"
+    return func(*args, **bound_kwargs)
+
+
+def _plain(a, b=2):  # type: ignore[no-untyped-def]
+    return ("plain", a, b)
+
+
+def _kwonly(a, *, k, d=4):  # type: ignore[no-untyped-def]
+    return ("kwonly", a, k, d)
+
+
+def _posonly_default(p=1, /, q=2):  # type: ignore[no-untyped-def]
+    return ("posonly_default", p, q)
+
+
+def _posonly_required(p, /, q=2):  # type: ignore[no-untyped-def]
+    return ("posonly_required", p, q)
+
+
+def _varkw(a, **rest):  # type: ignore[no-untyped-def]
+    return ("varkw", a, sorted(rest.items()))
+
+
+def _varargs(a, *more, b=1):  # type: ignore[no-untyped-def]
+    return ("varargs", a, more, b)
+
+
+def _posonly_varkw(p=0, /, **rest):  # type: ignore[no-untyped-def]
+    return ("posonly_varkw", p, sorted(rest.items()))
+
+
+@pytest.mark.parametrize(
+    "func", [_plain, _kwonly, _posonly_default, _posonly_required, _varkw, _varargs,
+             _posonly_varkw])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"a": 1}, {"a": 1, "b": 5}, {"b": 5}, {"a": 1, "k": 2}, {"a": 1, "k": 2, "d": 3},
+     {"a": 1, "zz": 0}, {"p": 7}, {"q": 8}, {"p": 7, "q": 8}, {"a": 1, "more": 2},
+     {"rest": 1}],
+)
+def test_bind_args_agrees_with_signature_bind(func: Any, kwargs: dict) -> None:
+    assert _fast_bind(func, kwargs) == _sig_bind(func, kwargs)
+
+
+def test_keyword_binding_summary() -> None:
+    assert as_tool(_kwonly).keyword_binding == (frozenset({"a", "k", "d"}), frozenset({"a", "k"}))
+    assert as_tool(_posonly_required).keyword_binding is None
+    assert as_tool(_varkw).keyword_binding == (frozenset({"a"}), frozenset({"a"}))

@@ -152,7 +152,7 @@ def test_unsupported_transport_is_rejected(spawn: Spawn) -> None:
     worker = spawn("examples.textstats", extra_args=["--transport", "stdio"])
     assert worker.wait_exit() == 2
     assert worker.next_stdout_line() is None
-    assert "only grpc is supported" in worker.stderr_text()
+    assert "unsupported transport 'stdio': choose one of native, grpc" in worker.stderr_text()
 
 
 def test_slow_boot_class_adapter(spawn: Spawn) -> None:
@@ -312,6 +312,8 @@ def test_capacity_runs_sync_calls_in_parallel(spawn: Spawn, tmp_path: Path) -> N
     assert [json.loads(r.result_json) for r in replies] == [4] * 4
     assert worker.stats().in_flight == 0
     assert worker.stats().requests_served == 4
+    assert worker.stats().max_in_flight == 4
+    assert worker.stats().profile == "thread"
 
 
 # ---------------------------------------------------------- class adapter

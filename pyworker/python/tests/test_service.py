@@ -1,0 +1,125 @@
+"""snakepit.service: what both servers share (no sockets, no grpc)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import threading
+import time
+
+import pytest
+
+from snakepit.adapter import load_adapter
+from snakepit.service import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    Counters,
+    ShutdownState,
+    describe_payload,
+    health_payload,
+    max_message_bytes_from_env,
+    profile_name,
+    stats_payload,
+    token_matches,
+)
+
+
+def test_counters() -> None:
+    counters = Counters()
+    counters.start()
+    counters.start()
+    assert counters.snapshot() == (2, 0)
+    counters.finish()
+    counters.count_served()
+    assert counters.snapshot() == (1, 2)
+    assert counters.in_flight == 1
+
+
+def test_max_in_flight_counts_running_tools_only() -> None:
+    counters = Counters()
+    for _ in range(3):
+        counters.start()  # three calls accepted...
+    counters.begin_run()  # ...one runs at a time
+    counters.finish_run()
+    counters.begin_run()
+    counters.end_run()
+    counters.finish()
+    counters.finish()  # never ran (cancelled while queued)
+    assert counters.max_in_flight == 1
+    assert counters.snapshot() == (0, 3)
+    counters.begin_run()
+    counters.begin_run()
+    assert counters.max_in_flight == 2
+
+
+def test_profile_name() -> None:
+    assert profile_name(1) == "process"
+    assert profile_name(4) == "thread"
+
+
+def test_wait_idle_returns_when_the_last_call_finishes() -> None:
+    counters = Counters()
+    counters.start()
+    result = []
+    waiter = threading.Thread(
+        target=lambda: result.append(counters.wait_idle(lambda: time.monotonic() + 30)))
+    waiter.start()
+    counters.finish()
+    waiter.join(10)
+    assert result == [0]
+
+
+def test_wait_idle_gives_up_at_the_deadline_and_rereads_it() -> None:
+    counters = Counters()
+    counters.start()
+    assert counters.wait_idle(lambda: time.monotonic() - 1) == 1
+    deadline = [time.monotonic() + 60]
+    result = []
+    waiter = threading.Thread(target=lambda: result.append(counters.wait_idle(lambda: deadline[0])))
+    waiter.start()
+    deadline[0] = time.monotonic()  # shortened...
+    counters.wake()  # ...and the waiter told
+    waiter.join(10)
+    assert result == [1]
+
+
+def test_shutdown_state_only_shortens() -> None:
+    state = ShutdownState()
+    assert not state.requested
+    assert state.request(60.0) is True
+    first = state.deadline()
+    assert state.requested
+    assert state.request(120.0) is False
+    assert state.deadline() == first
+    assert state.request(-5) is False  # negative grace: now
+    assert state.deadline() <= time.monotonic()
+
+
+def test_token_matches() -> None:
+    assert token_matches("abc", b"abc")
+    assert token_matches(b"abc", b"abc")
+    assert not token_matches("abd", b"abc")
+    assert not token_matches("", b"abc")
+    assert not token_matches(None, b"abc")
+    assert not token_matches(123, b"abc")  # type: ignore[arg-type]
+    assert not token_matches("\udcff", b"abc")  # not encodable
+
+
+def test_payloads() -> None:
+    assert health_payload(True) == {"ok": True, "protocol_version": 1, "pid": os.getpid()}
+    counters = Counters()
+    stats = stats_payload(counters, 3, time.monotonic() - 2)
+    assert stats["capacity"] == 3 and stats["in_flight"] == 0
+    assert (stats["max_in_flight"], stats["profile"]) == (0, "thread")
+    assert stats["python_version"] == platform.python_version()
+    assert stats["uptime_seconds"] >= 2
+    described = describe_payload(load_adapter("examples.textstats"))
+    assert described["adapter"] == "examples.textstats"
+    assert [t["name"] for t in described["tools"]] == sorted(t["name"] for t in described["tools"])
+
+
+def test_max_message_bytes_from_env() -> None:
+    assert max_message_bytes_from_env({}) == DEFAULT_MAX_MESSAGE_BYTES
+    assert max_message_bytes_from_env({"SNAKEPIT_MAX_MESSAGE_BYTES": " 1000 "}) == 1000
+    for bad in ("x", "0", "-1"):
+        with pytest.raises(ValueError, match="SNAKEPIT_MAX_MESSAGE_BYTES"):
+            max_message_bytes_from_env({"SNAKEPIT_MAX_MESSAGE_BYTES": bad})
