@@ -5,6 +5,8 @@ import uuid
 
 from snakepit import tool
 
+__snakepit_thread_safe__ = True  # arrivals touch only the directory passed in
+
 
 @tool
 def arrive(directory: str, n: int, timeout: float = 20.0) -> int:
