@@ -82,6 +82,13 @@ type PoolConfig struct {
 	// Default "native".
 	Transport string
 
+	// ThreadSafetyChecks turns on the worker's thread-safety checker: a
+	// warning when two threads enter code marked @snakepit.single_threaded at
+	// once, and, in the thread profile, a warning for each imported library
+	// known to need care when shared across threads (docs/thread-safety.md).
+	// Default false.
+	ThreadSafetyChecks bool
+
 	// QueueSize bounds the calls waiting for a free worker; one more is
 	// refused with ErrPoolSaturated. Default 1000.
 	QueueSize int

@@ -115,7 +115,8 @@ func (rt *Runtime) startPool(ctx context.Context, p PoolConfig) error {
 			Spec: pyworker.Spec{
 				Adapter: p.Adapter, Interpreter: interp, Transport: transport, RunDir: rt.runDir,
 				PackageDir: rt.pkgDir, PythonPath: p.PythonPath, Env: envList(p.Env, unsetInHost(shape.Env)), Dir: p.Dir,
-				RunID: rt.runID, Token: rt.token, Capacity: shape.Capacity,
+				RunID: rt.runID, Token: rt.token, Capacity: shape.Capacity, Profile: shape.Profile,
+				ThreadChecks:    p.ThreadSafetyChecks,
 				MaxMessageBytes: rt.cfg.MaxMessageBytes, Processes: rt.procs,
 			},
 			StartTimeout: p.StartTimeout, ShutdownGrace: rt.cfg.ShutdownGrace, KillAfter: rt.cfg.KillAfter,

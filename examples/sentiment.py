@@ -30,8 +30,9 @@ def _load_lexicon() -> Dict[str, float]:
     return {**positive, **negative}
 
 
-class SentimentModel(snakepit.Adapter):
-    """A tiny lexicon-based sentiment scorer."""
+class SentimentModel(snakepit.ThreadSafeAdapter):
+    """A tiny lexicon-based sentiment scorer. Calls only read the lexicon
+    loaded in __init__, so many may run at once (thread profile)."""
 
     def __init__(self) -> None:
         global _LOADS

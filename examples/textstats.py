@@ -12,6 +12,10 @@ from typing import List
 
 import snakepit
 
+# Every tool here is a pure function of its arguments: safe to run on many
+# threads at once, so the module may serve a "thread"-profile pool.
+__snakepit_thread_safe__ = True
+
 _WORD = re.compile(r"[\w']+")
 
 

@@ -36,6 +36,8 @@ type Spec struct {
 	RunID           string   // marks every process of one runtime
 	Token           string   // secret required on every call
 	Capacity        int      // concurrent calls the worker runs
+	Profile         string   // "process" or "thread" (--profile)
+	ThreadChecks    bool     // run the thread-safety checker (--thread-checks)
 	MaxMessageBytes int
 	Logger          hclog.Logger
 	Processes       *ProcessSet // every started process is added here
@@ -89,6 +91,12 @@ func (s Spec) command(sock string) Command {
 		"--adapter", s.Adapter, "--transport", s.Transport.Name(), "--socket", sock,
 		"--worker-id", s.ID, "--run-id", s.RunID, "--capacity", strconv.Itoa(s.Capacity),
 		"--watch-stdin"}
+	if s.Profile != "" {
+		args = append(args, "--profile", s.Profile)
+	}
+	if s.ThreadChecks {
+		args = append(args, "--thread-checks")
+	}
 	return Command{Path: s.Interpreter.Path, Args: args, Env: s.environ(), Dir: s.Dir}
 }
 

@@ -8,18 +8,70 @@ Adapter authors only need :func:`tool` and, optionally, :class:`Adapter`::
     def word_count(text: str) -> int:
         return len(text.split())
 
+For the thread profile (several calls at once in one process), declare the
+adapter thread-safe (:class:`ThreadSafeAdapter`, or
+``__snakepit_thread_safe__ = True`` in the module) and keep shared state
+safe with :func:`frozen`, :class:`ThreadLocal` or :class:`Locked`
+(``snakepit.threadsafe``; docs/thread-safety.md). ``snakepit.testing.hammer``
+calls a function from many threads at once to check it.
+
 Importing this package does not import grpc. The worker is
 ``python -m snakepit.worker`` (``snakepit.worker``); its default transport,
 ``snakepit.native_server`` (frames of ``snakepit.wire``), needs only the
 standard library; the gRPC one is ``snakepit.server``.
 """
 
-from snakepit.adapter import Adapter
+from typing import TYPE_CHECKING, Any
+
+from snakepit.adapter import Adapter, ThreadSafeAdapter
 from snakepit.decorator import tool
+
+if TYPE_CHECKING:
+    from snakepit.threadsafe import (
+        Locked,
+        ReadOnlyError,
+        SharedReadOnly,
+        ThreadLocal,
+        frozen,
+        single_threaded,
+    )
 
 __version__ = "0.1.0"
 
 #: Version of the Go <-> Python wire protocol this package speaks.
 PROTOCOL_VERSION = 1
 
-__all__ = ["Adapter", "PROTOCOL_VERSION", "__version__", "tool"]
+#: Names served from snakepit.threadsafe, imported on first use (PEP 562) so
+#: that workers whose adapters do not use them do not pay for the import.
+_THREADSAFE_NAMES = frozenset({
+    "Locked", "ReadOnlyError", "SharedReadOnly", "ThreadLocal", "frozen", "single_threaded",
+})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _THREADSAFE_NAMES:
+        from snakepit import threadsafe
+
+        value = getattr(threadsafe, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'snakepit' has no attribute {name!r}")
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | _THREADSAFE_NAMES)
+
+
+__all__ = [
+    "Adapter",
+    "Locked",
+    "PROTOCOL_VERSION",
+    "ReadOnlyError",
+    "SharedReadOnly",
+    "ThreadLocal",
+    "ThreadSafeAdapter",
+    "__version__",
+    "frozen",
+    "single_threaded",
+    "tool",
+]

@@ -3,6 +3,11 @@
 An adapter spec is either ``"pkg.module"`` (the module's functions marked with
 ``@tool``) or ``"pkg.module:ClassName"`` (the class is instantiated once, with
 no arguments, and its ``@tool`` methods are the tools).
+
+The thread profile runs several calls of an adapter at once in one process;
+it only loads adapters declared safe for that (docs/thread-safety.md): a
+module with ``__snakepit_thread_safe__ = True`` at its top level, a class
+deriving from :class:`ThreadSafeAdapter` or with that class attribute.
 """
 
 from __future__ import annotations
@@ -34,8 +39,30 @@ class Adapter:
         """Release resources at graceful shutdown. The default does nothing."""
 
 
+#: Module or class attribute declaring an adapter safe to call from many threads.
+THREAD_SAFE_MARKER = "__snakepit_thread_safe__"
+
+
+class ThreadSafeAdapter(Adapter):
+    """Base class of adapter classes declared safe to call from many threads.
+
+    Deriving from it is the declaration the thread profile asks for: the
+    author vouches that the instance's tools may run at the same time on
+    several threads (shared state read-only, per-thread, or behind a lock:
+    see ``snakepit.threadsafe``). Single tools can still opt out with
+    ``@tool(thread_safe=False)``. A subclass may set
+    ``__snakepit_thread_safe__ = False`` to withdraw the declaration.
+    """
+
+    __snakepit_thread_safe__ = True
+
+
 class AdapterError(Exception):
     """The adapter spec cannot be turned into a set of tools."""
+
+
+class NotThreadSafeError(AdapterError):
+    """The thread profile was asked to load an adapter not declared thread-safe."""
 
 
 @dataclass(frozen=True)
@@ -104,16 +131,55 @@ def parse_spec(spec: str) -> tuple[str, Optional[str]]:
     return module_name, (attr if sep else None)
 
 
-def load_adapter(spec: str) -> LoadedAdapter:
+def declared_thread_safe(target: Any) -> bool:
+    """Whether a module or class declares itself safe to call from many threads.
+
+    A module declares it with a top-level ``__snakepit_thread_safe__ = True``
+    (its own, not one imported from elsewhere); a class with that class
+    attribute, inherited from :class:`ThreadSafeAdapter` or set on it. Only
+    the value ``True`` counts.
+    """
+    if isinstance(target, ModuleType):
+        return vars(target).get(THREAD_SAFE_MARKER) is True
+    try:
+        return getattr(target, THREAD_SAFE_MARKER, None) is True
+    except Exception:  # a hostile metaclass __getattr__
+        return False
+
+
+def not_thread_safe_message(spec: str, threads: int, is_class: bool) -> str:
+    """What the thread profile says about an adapter not declared thread-safe."""
+    if threads > 1:
+        runs = f"runs up to {threads} of its calls at once in one process"
+    else:
+        runs = "is for adapters whose calls may run at once on several threads of one process"
+    where = "in the class" if is_class else "in the module"
+    return (
+        f"adapter {spec!r} is not declared thread-safe, but the thread profile {runs}. "
+        "Make it safe (see docs/thread-safety.md), then declare it: subclass "
+        f"snakepit.ThreadSafeAdapter, or set {THREAD_SAFE_MARKER} = True {where}; "
+        'or run the pool with Profile "process".'
+    )
+
+
+def load_adapter(spec: str, require_thread_safe: Optional[int] = None) -> LoadedAdapter:
     """Import (and, for a class spec, instantiate) the adapter and collect its tools.
 
     Exceptions from the import or from the class ``__init__`` propagate
     unchanged; a spec that yields no tools, or duplicate tool names, raises
     AdapterError.
+
+    ``require_thread_safe``: the number of threads of a thread-profile
+    worker; the adapter must then be declared thread-safe
+    (:func:`declared_thread_safe`), else NotThreadSafeError, raised before a
+    class adapter is instantiated.
     """
     module_name, attr = parse_spec(spec)
     module = importlib.import_module(module_name)
     if attr is None:
+        if require_thread_safe is not None and not declared_thread_safe(module):
+            raise NotThreadSafeError(
+                not_thread_safe_message(spec, require_thread_safe, is_class=False))
         tools = collect_tools(_module_members(module), owner=f"module {module_name!r}")
         _require_tools(spec, tools)
         return LoadedAdapter(spec=spec, tools=tools, module=module)
@@ -123,6 +189,8 @@ def load_adapter(spec: str) -> LoadedAdapter:
         raise AdapterError(
             f"adapter {spec!r}: {attr!r} is a {type(cls).__name__}, not a class"
         )
+    if require_thread_safe is not None and not declared_thread_safe(cls):
+        raise NotThreadSafeError(not_thread_safe_message(spec, require_thread_safe, is_class=True))
     instance = cls()
     tools = collect_tools(_instance_members(cls, instance), owner=f"class {cls.__qualname__!r}")
     _require_tools(spec, tools)

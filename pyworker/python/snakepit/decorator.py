@@ -17,7 +17,8 @@ class ToolOptions:
 
     #: Name the tool is called by; None means the function's own name.
     name: Optional[str] = None
-    #: Whether the tool may run in several threads at once (not enforced yet).
+    #: Whether the tool may run in several threads at once. False: the worker
+    #: runs one call of it at a time per process (other tools keep running).
     thread_safe: bool = True
 
 
@@ -40,6 +41,11 @@ def tool(
     Usable bare (``@tool``) or with options
     (``@tool(name="other_name", thread_safe=False)``). The function is
     returned unchanged, so it stays directly callable in tests.
+
+    ``thread_safe=False``: the worker runs one call of this tool at a time
+    per process (a per-tool queue; calls waiting for it hold no thread), in
+    every profile; other tools keep running alongside. See
+    docs/thread-safety.md.
     """
     if name is not None and (not isinstance(name, str) or not name):
         raise ValueError("@tool(name=...) must be a non-empty string")

@@ -2,12 +2,17 @@
 
 ``run_sync`` and ``run_async`` never raise for anything the tool does; they
 return an Outcome, so a thread pool future or a task always yields a value.
+
+``SerialGate`` and ``AsyncSerialGate`` run a ``@tool(thread_safe=False)``
+tool one call at a time; a call waiting for its turn holds no thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+import collections
+import threading
+from typing import Any, Deque, Dict, Generic, Mapping, Optional, Tuple, TypeVar, Union
 
 from snakepit.adapter import LoadedAdapter, Tool
 from snakepit.codec import (
@@ -90,3 +95,115 @@ def _encode(tool: Tool, value: Any) -> Outcome:
         return encode_result(tool.name, value)
     except CallError as err:
         return err
+
+
+Item = TypeVar("Item")
+
+
+class SerialGate(Generic[Item]):
+    """One call at a time of one ``thread_safe=False`` sync tool, without
+    holding a thread while a call waits: a call that finds the tool busy is
+    parked here, and the thread that ends the running call runs it next.
+
+    ``enter(item)``: True if the caller may run ``item`` now, else it was
+    parked. After running, the caller calls ``leave()`` and runs the item it
+    returns (its turn is handed over), until ``leave()`` returns None (the
+    tool is free). Any thread.
+    """
+
+    __slots__ = ("_lock", "_busy", "_waiting")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._busy = False
+        self._waiting: Deque[Item] = collections.deque()
+
+    def enter(self, item: Item) -> bool:
+        with self._lock:
+            if self._busy:
+                self._waiting.append(item)
+                return False
+            self._busy = True
+            return True
+
+    def leave(self) -> Optional[Item]:
+        with self._lock:
+            if self._waiting:
+                return self._waiting.popleft()
+            self._busy = False
+            return None
+
+    @property
+    def waiting(self) -> int:
+        with self._lock:
+            return len(self._waiting)
+
+
+class AsyncSerialGate:
+    """One holder at a time, first come first served, for the event loop.
+
+    Every method runs on the loop's thread (from another thread, release
+    with ``loop.call_soon_threadsafe(gate.release)``). Unlike
+    ``asyncio.wait_for(lock.acquire(), t)``, a timed-out or cancelled wait
+    can never leave the gate taken.
+    """
+
+    __slots__ = ("_busy", "_waiters")
+
+    def __init__(self) -> None:
+        self._busy = False
+        self._waiters: Deque["asyncio.Future[None]"] = collections.deque()
+
+    async def acquire(self, timeout: Optional[float] = None) -> bool:
+        """Wait for the gate; False if ``timeout`` (seconds) passed first."""
+        if not self._busy and not self._waiters:
+            self._busy = True
+            return True
+        waiter: "asyncio.Future[None]" = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await asyncio.wait((waiter,), timeout=timeout)
+        except BaseException:  # cancelled: give back a turn handed to us meanwhile
+            self._abandon(waiter)
+            raise
+        if waiter.done():  # handed over (perhaps just as the timeout ended)
+            return True
+        self._abandon(waiter)
+        return False
+
+    def _abandon(self, waiter: "asyncio.Future[None]") -> None:
+        if waiter.done() and not waiter.cancelled():
+            self.release()
+            return
+        waiter.cancel()
+        try:
+            self._waiters.remove(waiter)
+        except ValueError:
+            pass
+
+    def release(self) -> None:
+        """End the holder's turn: hand it to the next waiter, or free the gate."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # still busy: the waiter holds it now
+                return
+        self._busy = False
+
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
+
+def serial_gates(tools: Mapping[str, Tool]) -> Tuple[Dict[str, SerialGate[Any]], Dict[str, AsyncSerialGate]]:
+    """``(sync gates, async gates)`` by tool name, for the tools marked
+    ``thread_safe=False``."""
+    sync: Dict[str, SerialGate[Any]] = {}
+    async_: Dict[str, AsyncSerialGate] = {}
+    for name, tool in tools.items():
+        if not tool.thread_safe:
+            if tool.is_async:
+                async_[name] = AsyncSerialGate()
+            else:
+                sync[name] = SerialGate()
+    return sync, async_

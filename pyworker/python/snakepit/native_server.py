@@ -14,6 +14,10 @@ Threads:
   queue (ToolThreads: a ThreadPoolExecutor costs several microseconds more
   per call); async tools run as tasks on one event loop in
   ``snakepit-asyncio`` (not bounded by capacity, as with the gRPC server);
+* a ``@tool(thread_safe=False)`` tool runs one call at a time: a sync call
+  that finds it busy is parked in its SerialGate (holding no thread) and run
+  next by the thread that ends the running call; an async one waits for its
+  AsyncSerialGate on the loop;
 * ``snakepit-shutdown`` drains and stops once a shutdown is requested.
 
 Frames from many threads go out through one lock per connection. A call's
@@ -34,6 +38,7 @@ import queue
 import signal
 import socket
 import stat
+import sys
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
@@ -41,7 +46,14 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 from snakepit import wire
 from snakepit.adapter import LoadedAdapter, Tool, close_adapter
 from snakepit.codec import CallError, EncodedResult, ErrorKind, error_from_exception
-from snakepit.execution import Outcome, find_tool, prepare_decoded_call, run_async, run_sync
+from snakepit.execution import (
+    Outcome,
+    find_tool,
+    prepare_decoded_call,
+    run_async,
+    run_sync,
+    serial_gates,
+)
 from snakepit.service import (
     DEFAULT_MAX_MESSAGE_BYTES,
     SIGNAL_GRACE_SECONDS,
@@ -199,7 +211,8 @@ class ToolThreads:
         self._queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
         self.put = self._queue.put
         self._handler = handler
-        self._stopping = False
+        #: True once stop() was called.
+        self.stopping = False
         self.threads = [
             threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
             for i in range(size)
@@ -213,7 +226,7 @@ class ToolThreads:
         get, handler = self._queue.get, self._handler
         while True:
             item = get()
-            if item is None or self._stopping:
+            if item is None or self.stopping:
                 return
             try:
                 handler(item)
@@ -222,7 +235,7 @@ class ToolThreads:
 
     def stop(self) -> None:
         """Let every thread end once its current item is done; queued items are dropped."""
-        self._stopping = True
+        self.stopping = True
         for _ in self.threads:
             self._queue.put(None)
 
@@ -238,6 +251,7 @@ class NativeServer:
         capacity: int = 1,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         started_monotonic: Optional[float] = None,
+        profile: Optional[str] = None,
     ) -> None:
         if not token:
             raise ValueError("the worker token must not be empty")
@@ -245,13 +259,17 @@ class NativeServer:
             raise ValueError("capacity must be at least 1")
         self.adapter = adapter
         self.capacity = capacity
+        self.profile = profile
         self.max_message_bytes = max_message_bytes
         self._token = token.encode("utf-8")
         self._frame_limit = wire.frame_limit(max_message_bytes)
         self._started = time.monotonic() if started_monotonic is None else started_monotonic
         self._counters = Counters()
         self._shutdown = ShutdownState()
-        self._threads = ToolThreads(capacity, self._run_sync_call)
+        self._serial, self._async_serial = serial_gates(adapter.tools)
+        # Without thread_safe=False sync tools, skip the gate check per call.
+        self._threads = ToolThreads(
+            capacity, self._run_sync_call if self._serial else self._run_sync_item)
         self._hello_ok = wire.dumps({
             "version": wire.VERSION,
             "pid": os.getpid(),
@@ -671,6 +689,25 @@ class NativeServer:
     def _run_sync_call(
         self, item: Tuple[CallContext, Tool, Tuple[Any, ...], Dict[str, Any]]
     ) -> None:
+        if item[1].thread_safe:
+            self._run_sync_item(item)
+            return
+        gate = self._serial[item[1].name]
+        next_item: Optional[Tuple[CallContext, Tool, Tuple[Any, ...], Dict[str, Any]]] = item
+        if not gate.enter(item):
+            return  # parked: the thread ending the tool's running call runs it
+        while next_item is not None:
+            try:
+                self._run_sync_item(next_item)
+            except BaseException:  # the call answers itself; this is a bug
+                logger.exception("internal error in a tool thread")
+            next_item = gate.leave()
+            if next_item is not None and self._threads.stopping:
+                return  # stopped: queued calls are dropped
+
+    def _run_sync_item(
+        self, item: Tuple[CallContext, Tool, Tuple[Any, ...], Dict[str, Any]]
+    ) -> None:
         ctx, tool, args, kwargs = item
         with ctx.lock:
             if ctx.state != QUEUED:
@@ -679,7 +716,9 @@ class NativeServer:
         if ctx.deadline_ns and time.time_ns() >= ctx.deadline_ns:
             outcome: Outcome = CallError(
                 ErrorKind.DEADLINE_EXCEEDED,
-                f"the deadline passed while tool {tool.name!r} waited for a free thread",
+                f"the deadline passed while tool {tool.name!r} waited for a free thread"
+                + ("" if tool.thread_safe else " or for its previous call to end "
+                   "(thread_safe=False: one call at a time)"),
             )
         else:
             self._counters.begin_run()
@@ -731,7 +770,8 @@ class NativeServer:
                     self._counters.begin_run()
                     ctx.ran = True
                     try:
-                        outcome = await asyncio.wait_for(run_async(tool, args, kwargs), remaining)
+                        outcome = await asyncio.wait_for(
+                            self._run_async_tool(tool, args, kwargs), remaining)
                     except asyncio.TimeoutError:
                         logger.warning("tool %r passed its deadline and was cancelled", tool.name)
                         outcome = CallError(
@@ -742,7 +782,7 @@ class NativeServer:
             else:
                 self._counters.begin_run()
                 ctx.ran = True
-                outcome = await run_async(tool, args, kwargs)
+                outcome = await self._run_async_tool(tool, args, kwargs)
         except asyncio.CancelledError:
             outcome = CallError(
                 ErrorKind.CANCELLED,
@@ -752,6 +792,19 @@ class NativeServer:
             logger.exception("internal error running tool %r", tool.name)
             outcome = error_from_exception(exc, kind=ErrorKind.INTERNAL)
         self._complete(ctx, outcome)
+
+    async def _run_async_tool(
+        self, tool: Tool, args: Tuple[Any, ...], kwargs: Dict[str, Any]
+    ) -> Outcome:
+        """run_async, one call at a time for a ``thread_safe=False`` tool."""
+        if tool.thread_safe:
+            return await run_async(tool, args, kwargs)
+        gate = self._async_serial[tool.name]
+        await gate.acquire()
+        try:
+            return await run_async(tool, args, kwargs)
+        finally:
+            gate.release()
 
     def _complete(self, ctx: CallContext, outcome: Outcome) -> None:
         """A started call is over: answer it (counted finished just before)."""
@@ -867,7 +920,9 @@ class NativeServer:
             if op == "health":
                 reply = wire.dumps(health_payload(not self._shutdown.requested))
             elif op == "stats":
-                reply = wire.dumps(stats_payload(self._counters, self.capacity, self._started))
+                stats = stats_payload(self._counters, self.capacity, self._started, self.profile)
+                stats["thread_violations"] = thread_violations()
+                reply = wire.dumps(stats)
             elif op == "describe":
                 reply = self._describe
             elif op == "shutdown":
@@ -891,6 +946,13 @@ class NativeServer:
         conn.send(wire.REPLY, stream, reply)
         if after_reply is not None:
             after_reply()  # only now: the drain may close this connection
+
+
+def thread_violations() -> int:
+    """Concurrent entries into @snakepit.single_threaded functions (0 unless
+    the thread checks are on; snakepit.threadsafe is not imported for this)."""
+    module = sys.modules.get("snakepit.threadsafe")
+    return module.violation_count() if module is not None else 0
 
 
 def _note_signal(signum: int, frame: Any) -> None:

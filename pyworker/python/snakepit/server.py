@@ -14,7 +14,15 @@ import grpc
 
 from snakepit.adapter import LoadedAdapter, Tool, close_adapter
 from snakepit.codec import CallError, EncodedResult, ErrorKind, error_from_exception
-from snakepit.execution import Outcome, find_tool, prepare_call, run_async, run_sync
+from snakepit.execution import (
+    AsyncSerialGate,
+    Outcome,
+    find_tool,
+    prepare_call,
+    run_async,
+    run_sync,
+    serial_gates,
+)
 from snakepit.service import (  # noqa: F401 - re-exported for callers of this module
     DEFAULT_MAX_MESSAGE_BYTES,
     MAX_SOCKET_PATH_BYTES,
@@ -78,6 +86,7 @@ class WorkerServer:
         capacity: int = 1,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         started_monotonic: Optional[float] = None,
+        profile: Optional[str] = None,
     ) -> None:
         if not token:
             raise ValueError("the worker token must not be empty")
@@ -85,6 +94,7 @@ class WorkerServer:
             raise ValueError("capacity must be at least 1")
         self.adapter = adapter
         self.capacity = capacity
+        self.profile = profile
         self._token = token.encode("utf-8")
         self._max_message_bytes = max_message_bytes
         self._started = time.monotonic() if started_monotonic is None else started_monotonic
@@ -92,6 +102,11 @@ class WorkerServer:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=capacity, thread_name_prefix="snakepit-tool"
         )
+        # thread_safe=False tools: one call at a time, waiting on the event
+        # loop (sync and async alike), so a waiting call holds no thread.
+        sync_gates, async_gates = serial_gates(adapter.tools)
+        self._serial: Dict[str, AsyncSerialGate] = {**async_gates}
+        self._serial.update((name, AsyncSerialGate()) for name in sync_gates)
         self._tool_infos: List[worker_pb2.ToolInfo] = [
             tool_info(payload) for payload in describe_payload(adapter)["tools"]
         ]
@@ -234,7 +249,33 @@ class WorkerServer:
                 return err
             if tool.is_async:
                 return await self._run_async(tool, args, kwargs, remaining)
-            future = self._executor.submit(self._run_sync, tool, args, kwargs)
+            gate = None if tool.thread_safe else self._serial[tool.name]
+            if gate is not None:
+                waited = time.monotonic()
+                if not await gate.acquire(remaining):
+                    return CallError(
+                        ErrorKind.DEADLINE_EXCEEDED,
+                        f"the deadline passed while tool {tool.name!r} waited for its previous "
+                        "call to end (thread_safe=False: one call at a time)",
+                    )
+                if remaining is not None:
+                    remaining -= time.monotonic() - waited
+                    if remaining <= 0:
+                        gate.release()
+                        return CallError(
+                            ErrorKind.DEADLINE_EXCEEDED,
+                            f"the deadline passed before tool {tool.name!r} could start",
+                        )
+            try:
+                future = self._executor.submit(self._run_sync, tool, args, kwargs)
+            except BaseException:
+                if gate is not None:
+                    gate.release()
+                raise
+            if gate is not None:
+                # The gate opens when the thread ends the call, not when this
+                # coroutine stops waiting for it (deadline, cancellation).
+                future.add_done_callback(self._releaser(gate))
             # From here the thread, not this coroutine, ends the call's accounting:
             # a timed-out or cancelled wait must not free a slot still in use.
             future.add_done_callback(lambda _f: self._counters.finish())
@@ -243,6 +284,18 @@ class WorkerServer:
         finally:
             if not handed_off:
                 self._counters.finish()
+
+    @staticmethod
+    def _releaser(gate: AsyncSerialGate) -> Any:
+        loop = asyncio.get_running_loop()
+
+        def release(_future: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(gate.release)
+            except RuntimeError:  # the loop is closed: the worker is exiting
+                pass
+
+        return release
 
     def _run_sync(self, tool: Tool, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Outcome:
         self._counters.begin_run()
@@ -260,13 +313,26 @@ class WorkerServer:
         finally:
             self._counters.end_run()
 
+    async def _run_async_tool(
+        self, tool: Tool, args: Tuple[Any, ...], kwargs: Dict[str, Any]
+    ) -> Outcome:
+        """run_async, one call at a time for a ``thread_safe=False`` tool."""
+        if tool.thread_safe:
+            return await run_async(tool, args, kwargs)
+        gate = self._serial[tool.name]
+        await gate.acquire()
+        try:
+            return await run_async(tool, args, kwargs)
+        finally:
+            gate.release()
+
     async def _run_async_timed(
         self, tool: Tool, args: Tuple[Any, ...], kwargs: Dict[str, Any], remaining: Optional[float]
     ) -> Outcome:
         if remaining is None:
-            return await run_async(tool, args, kwargs)
+            return await self._run_async_tool(tool, args, kwargs)
         try:
-            return await asyncio.wait_for(run_async(tool, args, kwargs), remaining)
+            return await asyncio.wait_for(self._run_async_tool(tool, args, kwargs), remaining)
         except asyncio.TimeoutError:
             logger.warning("tool %r passed its deadline and was cancelled", tool.name)
             return CallError(
@@ -302,7 +368,8 @@ class WorkerServer:
         return worker_pb2.HealthReply(**health_payload(not self._shutdown.requested))
 
     def stats(self) -> worker_pb2.StatsReply:
-        return worker_pb2.StatsReply(**stats_payload(self._counters, self.capacity, self._started))
+        return worker_pb2.StatsReply(
+            **stats_payload(self._counters, self.capacity, self._started, self.profile))
 
 
 class WorkerServicer(worker_pb2_grpc.WorkerServicer):

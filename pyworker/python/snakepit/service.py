@@ -195,12 +195,20 @@ def health_payload(ok: bool) -> Dict[str, Any]:
     return {"ok": ok, "protocol_version": PROTOCOL_VERSION, "pid": os.getpid()}
 
 
+PROFILES = ("process", "thread")
+
+
 def profile_name(capacity: int) -> str:
-    """How the worker runs sync tools: "process" (one at a time) or "thread"."""
+    """The profile of a worker started without ``--profile``: "process" (one
+    call at a time) for capacity 1, else "thread"."""
     return "process" if capacity == 1 else "thread"
 
 
-def stats_payload(counters: Counters, capacity: int, started_monotonic: float) -> Dict[str, Any]:
+def stats_payload(
+    counters: Counters, capacity: int, started_monotonic: float, profile: Optional[str] = None
+) -> Dict[str, Any]:
+    """The StatsReply fields as a dict. ``profile``: the worker's ``--profile``
+    (None: what profile_name() derives from the capacity)."""
     in_flight, served = counters.snapshot()
     return {
         "pid": os.getpid(),
@@ -214,7 +222,7 @@ def stats_payload(counters: Counters, capacity: int, started_monotonic: float) -
         "rss_bytes": rss_bytes(),
         "uptime_seconds": time.monotonic() - started_monotonic,
         "max_in_flight": counters.max_in_flight,
-        "profile": profile_name(capacity),
+        "profile": profile or profile_name(capacity),
     }
 
 

@@ -6,6 +6,14 @@ to stderr. After READY, stdout is only the tools' own ``print()`` output.
 
 Transports: ``native`` (the default; docs/wire-format.md, standard library
 only) and ``grpc`` (needs grpcio and protobuf, imported only when chosen).
+
+Profiles (``--profile``): ``process`` runs one call at a time (capacity 1);
+``thread`` runs up to ``--capacity`` sync tools at once on as many threads,
+and only loads adapters declared thread-safe (docs/thread-safety.md).
+Without ``--profile`` the worker behaves as before profiles existed: it
+runs ``--capacity`` calls at once, asks for no declaration, and reports
+"process" for capacity 1, else "thread". ``--thread-checks`` turns on the
+thread-safety checker (snakepit.threadsafe).
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from snakepit.handshake import (
     ready_line,
 )
 from snakepit.logsetup import configure_logging
+from snakepit.service import PROFILES, profile_name
 
 # Named explicitly: under "python -m" __name__ is "__main__".
 logger = logging.getLogger("snakepit.worker")
@@ -49,6 +58,11 @@ class Options:
     run_id: str
     capacity: int
     watch_stdin: bool
+    #: "process" or "thread": --profile, else derived from the capacity.
+    profile: str = "process"
+    #: Whether --profile was given (only then does "thread" ask for a declaration).
+    profile_given: bool = False
+    thread_checks: bool = False
 
 
 def _transport(value: str) -> str:
@@ -87,7 +101,19 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
                         help="how many calls to run at once (default 1)")
     parser.add_argument("--watch-stdin", action="store_true",
                         help="exit (code 70) when stdin reaches EOF, i.e. the parent died")
+    parser.add_argument("--profile", choices=PROFILES, default=None,
+                        help="'process': one call at a time (capacity 1); 'thread': up to "
+                             "--capacity sync tools at once on threads, for adapters declared "
+                             "thread-safe (default: process for capacity 1, else thread, "
+                             "without asking for a declaration)")
+    parser.add_argument("--thread-checks", action="store_true",
+                        help="report concurrent entry into @snakepit.single_threaded code and, "
+                             "in the thread profile, imported libraries that need care when "
+                             "shared across threads (warnings on stderr)")
     ns = parser.parse_args(argv)
+    profile = ns.profile
+    if profile is None:
+        profile = profile_name(ns.capacity)
     return Options(
         adapter=ns.adapter,
         transport=ns.transport,
@@ -96,7 +122,28 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
         run_id=ns.run_id,
         capacity=ns.capacity,
         watch_stdin=ns.watch_stdin,
+        profile=profile,
+        profile_given=ns.profile is not None,
+        thread_checks=ns.thread_checks,
     )
+
+
+def check_profile(options: Options) -> None:
+    """Refuse flag combinations that contradict each other (a BootError)."""
+    if options.profile_given and options.profile == "process" and options.capacity != 1:
+        raise BootError(
+            f"--profile process runs one call at a time per process, but --capacity is "
+            f"{options.capacity}: use --capacity 1, or --profile thread to run several "
+            "calls at once in one process"
+        )
+
+
+def thread_safety_required(options: Options) -> Optional[int]:
+    """load_adapter()'s require_thread_safe: the thread count when the worker
+    was started with --profile thread, else None."""
+    if options.profile_given and options.profile == "thread":
+        return options.capacity
+    return None
 
 
 def _watch_stdin(fd: int) -> None:
@@ -147,9 +194,11 @@ def _announce_ready(options: Options, adapter: LoadedAdapter) -> None:
     emit(ready_line(options.transport, PROTOCOL_VERSION), sys.stdout)
     _line_buffer_stdout()
     logger.info(
-        "worker %s ready: adapter %r, tools [%s], capacity %d, socket %s, pid %d, run %s",
+        "worker %s ready: adapter %r, tools [%s], capacity %d, profile %s%s, socket %s, "
+        "pid %d, run %s",
         options.worker_id or "-", adapter.spec, ", ".join(adapter.tool_names()),
-        options.capacity, options.socket, os.getpid(), options.run_id or "-",
+        options.capacity, options.profile, ", thread checks on" if options.thread_checks else "",
+        options.socket, os.getpid(), options.run_id or "-",
     )
 
 
@@ -167,6 +216,7 @@ def _serve_native(
             capacity=options.capacity,
             max_message_bytes=max_message_bytes_from_env(),
             started_monotonic=started,
+            profile=options.profile,
         )
         server.start(options.socket)
     except Exception as exc:
@@ -193,6 +243,7 @@ async def _serve_grpc(
             capacity=options.capacity,
             max_message_bytes=max_message_bytes_from_env(),
             started_monotonic=started,
+            profile=options.profile,
         )
         await server.start(options.socket)
     except Exception as exc:
@@ -227,11 +278,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     try:
         token = _take_token()
-        adapter = load_adapter(options.adapter)
+        check_profile(options)
+        if options.thread_checks:
+            from snakepit import threadsafe
+
+            # Before the import: @single_threaded decides when it decorates.
+            threadsafe.enable_checks()
+        adapter = load_adapter(options.adapter, require_thread_safe=thread_safety_required(options))
     except BaseException as exc:  # noqa: B036 - SystemExit from an import is a boot error too
         if isinstance(exc, KeyboardInterrupt):
             raise
         return _boot_failed(exc)
+    if options.thread_checks and options.profile == "thread":
+        from snakepit import threadsafe
+
+        threadsafe.warn_about_libraries()
 
     if options.transport == "grpc":
         code, left = asyncio.run(_serve_grpc(options, adapter, token, started))

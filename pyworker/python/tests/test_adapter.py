@@ -160,3 +160,83 @@ def test_example_class_adapter() -> None:
     assert loaded.tools["score"].func("a great and wonderful day") > 0
     assert loaded.tools["score"].func("terrible, awful") < 0
     assert loaded.tools["score"].func("neutral words only") == 0.0
+
+
+# ------------------------------------------------------------ thread safety
+
+
+def test_declared_thread_safe(fake_module: types.ModuleType) -> None:
+    from snakepit.adapter import declared_thread_safe
+
+    assert not declared_thread_safe(fake_module)
+    fake_module.__snakepit_thread_safe__ = True
+    assert declared_thread_safe(fake_module)
+    fake_module.__snakepit_thread_safe__ = "yes"  # only True counts
+    assert not declared_thread_safe(fake_module)
+
+    class Plain(snakepit.Adapter):
+        pass
+
+    class Safe(snakepit.ThreadSafeAdapter):
+        pass
+
+    class ByAttribute:
+        __snakepit_thread_safe__ = True
+
+    class Withdrawn(Safe):
+        __snakepit_thread_safe__ = False
+
+    assert [declared_thread_safe(c) for c in (Plain, Safe, ByAttribute, Withdrawn)] == [
+        False, True, True, False]
+    assert issubclass(snakepit.ThreadSafeAdapter, snakepit.Adapter)
+
+
+def test_thread_profile_refuses_undeclared_module_adapter(fake_module: types.ModuleType) -> None:
+    from snakepit.adapter import NotThreadSafeError
+
+    @snakepit.tool
+    def f() -> int:
+        return 1
+
+    fake_module.f = f
+    with pytest.raises(NotThreadSafeError) as info:
+        load_adapter("sp_fake_adapter", require_thread_safe=4)
+    assert str(info.value) == (
+        "adapter 'sp_fake_adapter' is not declared thread-safe, but the thread profile runs "
+        "up to 4 of its calls at once in one process. Make it safe (see "
+        "docs/thread-safety.md), then declare it: subclass snakepit.ThreadSafeAdapter, or set "
+        "__snakepit_thread_safe__ = True in the module; or run the pool with Profile "
+        '"process".'
+    )
+    assert isinstance(info.value, AdapterError)
+    assert load_adapter("sp_fake_adapter").tool_names() == ["f"]  # no profile: no question
+    fake_module.__snakepit_thread_safe__ = True
+    assert load_adapter("sp_fake_adapter", require_thread_safe=4).tool_names() == ["f"]
+
+
+def test_thread_profile_refuses_undeclared_class_before_instantiating(
+    fake_module: types.ModuleType,
+) -> None:
+    from snakepit.adapter import NotThreadSafeError
+
+    created = []
+
+    class Model(snakepit.Adapter):
+        def __init__(self) -> None:
+            created.append(self)
+
+        @snakepit.tool
+        def f(self) -> int:
+            return 1
+
+    class SafeModel(Model, snakepit.ThreadSafeAdapter):
+        pass
+
+    fake_module.Model, fake_module.SafeModel = Model, SafeModel
+    fake_module.__snakepit_thread_safe__ = True  # the module's flag does not cover classes
+    with pytest.raises(NotThreadSafeError, match="in the class; or run the pool") as info:
+        load_adapter("sp_fake_adapter:Model", require_thread_safe=1)
+    assert "is for adapters whose calls may run at once on several threads" in str(info.value)
+    assert created == []
+    loaded = load_adapter("sp_fake_adapter:SafeModel", require_thread_safe=8)
+    assert loaded.tool_names() == ["f"] and len(created) == 1

@@ -122,3 +122,86 @@ def test_bytes_round_trip() -> None:
     outcome = run_sync(tool, *prepare_call(tool, b"", {"data": b"\x01\x02\x03"}))
     assert outcome == EncodedResult(data=b"\x03\x02\x01", raw=True)
     assert json.loads(b"3") == 3
+
+
+# ------------------------------------------------------------- serial gates
+
+
+def test_serial_gate_parks_and_hands_over_in_order() -> None:
+    from snakepit.execution import SerialGate
+
+    gate: "SerialGate[str]" = SerialGate()
+    assert gate.enter("a") is True
+    assert gate.enter("b") is False and gate.enter("c") is False
+    assert gate.waiting == 2
+    assert gate.leave() == "b"  # handed over: still busy
+    assert gate.enter("d") is False
+    assert [gate.leave(), gate.leave(), gate.leave()] == ["c", "d", None]
+    assert gate.enter("e") is True  # free again
+
+
+def test_serial_gates_only_for_thread_unsafe_tools() -> None:
+    from snakepit.adapter import collect_tools
+    from snakepit.decorator import ToolOptions
+    from snakepit.execution import AsyncSerialGate, SerialGate, serial_gates
+
+    def a() -> None: ...
+
+    def b() -> None: ...
+
+    async def c() -> None: ...
+
+    tools = collect_tools({
+        "a": (a, ToolOptions()),
+        "b": (b, ToolOptions(thread_safe=False)),
+        "c": (c, ToolOptions(thread_safe=False)),
+    }, owner="test")
+    sync, async_ = serial_gates(tools)
+    assert list(sync) == ["b"] and isinstance(sync["b"], SerialGate)
+    assert list(async_) == ["c"] and isinstance(async_["c"], AsyncSerialGate)
+
+
+def test_async_serial_gate_one_holder_fifo_timeouts_and_cancellation() -> None:
+    import asyncio
+
+    from snakepit.execution import AsyncSerialGate
+
+    async def main() -> None:
+        gate = AsyncSerialGate()
+        order = []
+        assert await gate.acquire() is True and gate.busy
+
+        async def take(name: str, timeout=None) -> bool:
+            got = await gate.acquire(timeout)
+            order.append((name, got))
+            return got
+
+        first = asyncio.ensure_future(take("first"))
+        second = asyncio.ensure_future(take("second"))
+        cancelled = asyncio.ensure_future(take("cancelled"))
+        await asyncio.sleep(0)
+        # A waiter whose time runs out leaves without the gate.
+        assert await take("late", timeout=0.01) is False
+        cancelled.cancel()
+        await asyncio.sleep(0)
+        gate.release()  # -> first
+        assert await first is True
+        gate.release()  # -> second (the cancelled waiter is skipped)
+        assert await second is True
+        assert cancelled.cancelled()
+        gate.release()
+        assert not gate.busy
+        assert order == [("late", False), ("first", True), ("second", True)]
+
+        # A turn handed to a waiter that is cancelled before it runs goes on.
+        assert await gate.acquire() is True
+        doomed = asyncio.ensure_future(gate.acquire())
+        heir = asyncio.ensure_future(gate.acquire())
+        await asyncio.sleep(0)
+        gate.release()  # hands the gate to doomed ...
+        doomed.cancel()  # ... which is cancelled before it resumes
+        assert await heir is True
+        gate.release()
+        assert not gate.busy
+
+    asyncio.run(main())

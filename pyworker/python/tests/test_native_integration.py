@@ -114,6 +114,11 @@ def in_flight(worker: WorkerProcess) -> int:
         return c.request("stats")["in_flight"]
 
 
+def running_max(worker: WorkerProcess) -> int:
+    with worker.connect() as c:
+        return c.request("stats")["max_in_flight"]
+
+
 # ------------------------------------------------------- handshake and setup
 
 
@@ -519,7 +524,8 @@ def test_stats(client: NativeClient, textstats: WorkerProcess, python: str) -> N
     stats = client.request("stats")
     assert set(stats) == {"pid", "python_version", "implementation", "in_flight",
                           "requests_served", "free_threaded_build", "gil_enabled", "capacity",
-                          "rss_bytes", "uptime_seconds", "max_in_flight", "profile"}
+                          "rss_bytes", "uptime_seconds", "max_in_flight", "profile",
+                          "thread_violations"}
     assert stats["pid"] == textstats.proc.pid
     assert stats["python_version"] == interpreter_version(python)
     assert stats["implementation"] == "CPython"
@@ -527,6 +533,7 @@ def test_stats(client: NativeClient, textstats: WorkerProcess, python: str) -> N
     assert stats["requests_served"] == before + 2
     assert stats["capacity"] == 4
     assert stats["profile"] == "thread"
+    assert stats["thread_violations"] == 0
     assert 1 <= stats["max_in_flight"] <= 4
     free_threaded = interpreter(python)["free_threaded"]
     assert stats["free_threaded_build"] is free_threaded
@@ -625,7 +632,9 @@ def test_cancel_async_tool(spawn: Callable[..., WorkerProcess], tmp_path: Path) 
     gate = str(tmp_path / "open")
     with worker.connect() as c:
         stream = c.start("ablock_until", {"path": gate})
-        wait_for(lambda: in_flight(worker) == 1)
+        # max_in_flight counts tools that started running (in_flight counts
+        # queued calls too, and a queued call is cancelled another way).
+        wait_for(lambda: running_max(worker) == 1)
         c.cancel(stream)
         reply = c.wait(stream)
         assert reply.kind == "CANCELLED"

@@ -123,3 +123,34 @@ def test_max_message_bytes_from_env() -> None:
     for bad in ("x", "0", "-1"):
         with pytest.raises(ValueError, match="SNAKEPIT_MAX_MESSAGE_BYTES"):
             max_message_bytes_from_env({"SNAKEPIT_MAX_MESSAGE_BYTES": bad})
+
+
+def test_stats_profile_comes_from_the_flag() -> None:
+    counters = Counters()
+    assert stats_payload(counters, 1, time.monotonic(), "thread")["profile"] == "thread"
+    assert stats_payload(counters, 4, time.monotonic(), "process")["profile"] == "process"
+    assert stats_payload(counters, 1, time.monotonic())["profile"] == "process"
+
+
+def test_worker_profile_options() -> None:
+    from snakepit.handshake import BootError
+    from snakepit.worker import check_profile, parse_args, thread_safety_required
+
+    base = ["--adapter", "m", "--socket", "/tmp/x.sock"]
+    options = parse_args(base)
+    assert (options.profile, options.profile_given, options.thread_checks) == (
+        "process", False, False)
+    assert thread_safety_required(options) is None
+    options = parse_args(base + ["--capacity", "4"])
+    assert (options.profile, options.profile_given) == ("thread", False)
+    assert thread_safety_required(options) is None  # no --profile: nobody is asked
+    options = parse_args(base + ["--capacity", "4", "--profile", "thread", "--thread-checks"])
+    assert (options.profile, options.profile_given, options.thread_checks) == (
+        "thread", True, True)
+    assert thread_safety_required(options) == 4
+    check_profile(options)
+    check_profile(parse_args(base + ["--profile", "process"]))
+    with pytest.raises(BootError, match="--profile process runs one call at a time"):
+        check_profile(parse_args(base + ["--profile", "process", "--capacity", "2"]))
+    with pytest.raises(SystemExit):
+        parse_args(base + ["--profile", "auto"])
