@@ -160,3 +160,17 @@ func TestAutoProfile(t *testing.T) {
 		}
 	})
 }
+
+// TestThreadSafetyChecksReachTheWorker: the opt-in checker is switched on
+// in the worker, which says so when it is ready.
+func TestThreadSafetyChecksReachTheWorker(t *testing.T) {
+	p := threadPool(t, "thread_tools", 1, 2)
+	p.ThreadSafetyChecks = true
+	rt, logs := start(t, p)
+	if _, err := rt.Call(callCtx(t), "p", "max_seen", nil); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "thread checks on") {
+		t.Fatalf("the worker did not report its checker on:\n%s", logs.String())
+	}
+}
