@@ -337,7 +337,19 @@ class NativeServer:
         def run() -> None:
             asyncio.set_event_loop(loop)
             loop.call_soon(ready.set)
-            loop.run_forever()
+            try:
+                loop.run_forever()
+            finally:
+                # Close the loop here, on its own thread, once it has stopped:
+                # left to the garbage collector at interpreter exit, its
+                # __del__ meets an already-closed self-pipe and logs a
+                # traceback on every graceful stop.
+                pending = asyncio.all_tasks(loop)
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+                loop.close()
 
         thread = threading.Thread(target=run, name="snakepit-asyncio", daemon=True)
         thread.start()
