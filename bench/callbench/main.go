@@ -10,7 +10,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
@@ -141,7 +140,7 @@ func (c *cell) capped() bool { return c.shape.callers > c.shape.workers }
 
 func run(o options) error {
 	ctx := context.Background()
-	began, loadBefore := time.Now(), loadAvg()
+	began, loadBefore := time.Now(), harness.LoadAvg()
 
 	// Start-up and memory first, with none of the benchmark's other Python
 	// processes alive: they would share pages with the one measured.
@@ -351,7 +350,7 @@ func (r *startupRow) readyRange() string {
 	for _, s := range r.samples {
 		lo, hi = min(lo, s.Ready), max(hi, s.Ready)
 	}
-	return fmtDur(float64(lo)) + " – " + fmtDur(float64(hi))
+	return harness.FmtDur(float64(lo)) + " – " + harness.FmtDur(float64(hi))
 }
 
 // ---------------------------------------------------------------- report
@@ -429,9 +428,9 @@ func report(w io.Writer, env *harness.Env, o options, cells []*cell, st *startup
 	fmt.Fprintf(w, "- settings: %d rounds × %s per cell and path, %s warm-up per cell and path; %d starts per process kind, memory read after %s idle; took %s\n",
 		o.rounds, o.duration, o.warmup, o.starts, o.idle, took.Round(time.Second))
 	fmt.Fprintf(w, "- machine: %s, %d cores (GOMAXPROCS %d), %s/%s, Linux %s\n",
-		cpuModel(), runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH, kernel())
+		harness.CPUModel(), runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH, harness.Kernel())
 	fmt.Fprintf(w, "- 1-minute load average before / after the run (after includes the run itself): %s / %s\n",
-		loadBefore, loadAvg())
+		loadBefore, harness.LoadAvg())
 	fmt.Fprintf(w, "- software: %s; Python %s (%s) for every worker and floor server; grpcio %s; protobuf %s\n",
 		runtime.Version(), env.Interpreter.Version, env.Interpreter.Path, env.GRPCVersion, env.PBVersion)
 	fmt.Fprintln(w, "- workers: echo_tools adapter, \"process\" profile: capacity 1, so one call runs at a time per worker process")
@@ -472,7 +471,7 @@ func report(w io.Writer, env *harness.Env, o options, cells []*cell, st *startup
 
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "## Calls")
-	table("Throughput (calls/s):", medianAs(fmtRate, rate))
+	table("Throughput (calls/s):", medianAs(harness.FmtRate, rate))
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Throughput ratios (< 1 means the first is slower):")
 	fmt.Fprintln(w)
@@ -485,7 +484,7 @@ func report(w io.Writer, env *harness.Env, o options, cells []*cell, st *startup
 			fmtRatio(c, grpcPath, cappedPath, rate), fmtRatio(c, floorPipePath, floorSocketPath, rate)})
 	}
 	table("Spread of throughput over the rounds:", spread)
-	table("Latency p50:", medianAs(fmtDur, p50))
+	table("Latency p50:", medianAs(harness.FmtDur, p50))
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Latency p50 ratios (> 1 means the first is slower):")
 	fmt.Fprintln(w)
@@ -497,9 +496,9 @@ func report(w io.Writer, env *harness.Env, o options, cells []*cell, st *startup
 			fmtRatio(c, nativePath, rawPath, p50), fmtRatio(c, grpcPath, rawPath, p50),
 			fmtRatio(c, grpcPath, cappedPath, p50), fmtRatio(c, floorPipePath, floorSocketPath, p50)})
 	}
-	table("Latency p99:", medianAs(fmtDur, p99))
-	table("Go CPU time per call (user+system of this whole process, which runs every client and the runtime):", medianAs(fmtDur, goCPU))
-	table("Python CPU time per call (user+system of the path's N Python processes, 10 ms resolution):", medianAs(fmtDur, pyCPU))
+	table("Latency p99:", medianAs(harness.FmtDur, p99))
+	table("Go CPU time per call (user+system of this whole process, which runs every client and the runtime):", medianAs(harness.FmtDur, goCPU))
+	table("Python CPU time per call (user+system of the path's N Python processes, 10 ms resolution):", medianAs(harness.FmtDur, pyCPU))
 
 	fewest, at := -1, ""
 	for _, c := range cells {
@@ -545,7 +544,7 @@ func reportStartup(w io.Writer, o options, st *startupReport) {
 			}
 		}
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", r.python, r.process,
-			fmtDur(r.median(readyOf)), r.readyRange(), fmtMiB(r.median(pssOf)), fmtMiB(r.median(ussOf)), fmtMiB(r.median(rssOf)),
+			harness.FmtDur(r.median(readyOf)), r.readyRange(), harness.FmtMiB(r.median(pssOf)), harness.FmtMiB(r.median(ussOf)), harness.FmtMiB(r.median(rssOf)),
 			strings.Join(ratios, " | "))
 	}
 	fmt.Fprintln(w)
@@ -602,56 +601,4 @@ func reportGoals(w io.Writer, cells []*cell, st *startupReport) {
 func command() string {
 	args := append([]string{"go", "run", "./bench/callbench"}, os.Args[1:]...)
 	return strings.Join(args, " ")
-}
-
-func fmtRate(r float64) string {
-	if r >= 100 {
-		return fmt.Sprintf("%.0f", r)
-	}
-	return fmt.Sprintf("%.1f", r)
-}
-
-func fmtDur(ns float64) string {
-	d := time.Duration(ns)
-	switch {
-	case d < time.Millisecond:
-		return fmt.Sprintf("%.0f µs", ns/1e3)
-	case d < 100*time.Millisecond:
-		return fmt.Sprintf("%.2f ms", ns/1e6)
-	default:
-		return fmt.Sprintf("%.0f ms", ns/1e6)
-	}
-}
-
-func fmtMiB(b float64) string { return fmt.Sprintf("%.1f MiB", b/(1<<20)) }
-
-func cpuModel() string {
-	f, err := os.Open("/proc/cpuinfo")
-	if err != nil {
-		return "unknown CPU"
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "unknown CPU"
-}
-
-func kernel() string {
-	b, err := os.ReadFile("/proc/sys/kernel/osrelease")
-	if err != nil {
-		return "?"
-	}
-	return strings.TrimSpace(string(b))
-}
-
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
-		return f[0]
-	}
-	return "?"
 }

@@ -635,10 +635,10 @@ func (r *report) write(w io.Writer) {
 	fmt.Fprintf(w, "- columns (workers × capacity per worker): %s\n", strings.Join(cols, ", "))
 	fmt.Fprintf(w, "- tools (%s): io = `time.sleep(%g)`; cpu = a pure-Python loop on small ints, n = %d, calibrated at start to %s on one thread of Python %s (it took %s there);"+
 		" gil_free = `hashlib.sha256` of %s sent as bytes; cpu_shared = cpu's loop with a constant outside the small-int range, same n\n",
-		"testdata/pyadapters/profile_bench.py", o.ioSleep.Seconds(), r.n, o.cpuTarget, r.pythons[0].label, fmtDur(r.nSeconds*1e9), fmtBytes(o.hashBytes))
+		"testdata/pyadapters/profile_bench.py", o.ioSleep.Seconds(), r.n, o.cpuTarget, r.pythons[0].label, harness.FmtDur(r.nSeconds*1e9), fmtBytes(o.hashBytes))
 	var t1 []string
 	for _, p := range r.pythons {
-		t1 = append(t1, fmt.Sprintf("%s %s", p.label, fmtDur(p.cpuSeconds*1e9)))
+		t1 = append(t1, fmt.Sprintf("%s %s", p.label, harness.FmtDur(p.cpuSeconds*1e9)))
 	}
 	fmt.Fprintf(w, "- one cpu(%d) call on one thread of an idle worker (median of 7): %s\n", r.n, strings.Join(t1, "; "))
 	fmt.Fprintln(w, "- figures are medians over the rounds; ratios are medians of per-round ratios (the columns' rounds are interleaved);"+
@@ -653,11 +653,11 @@ func (r *report) write(w io.Writer) {
 
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "## Calls")
-	r.table(w, "Throughput (calls/s):", func(ss []sample) string { return fmtRate(median(ss, rate)) }, rate, "%.2f")
-	r.table(w, "Latency p50:", func(ss []sample) string { return fmtDur(median(ss, p50)) }, p50, "%.2f")
-	r.table(w, "Latency p99:", func(ss []sample) string { return fmtDur(median(ss, p99)) }, p99, "%.2f")
+	r.table(w, "Throughput (calls/s):", func(ss []sample) string { return harness.FmtRate(median(ss, rate)) }, rate, "%.2f")
+	r.table(w, "Latency p50:", func(ss []sample) string { return harness.FmtDur(median(ss, p50)) }, p50, "%.2f")
+	r.table(w, "Latency p99:", func(ss []sample) string { return harness.FmtDur(median(ss, p99)) }, p99, "%.2f")
 	r.table(w, "Python cores busy (CPU time of the pool's workers / wall time):", func(ss []sample) string { return fmt.Sprintf("%.2f", median(ss, pyCores)) }, nil, "")
-	r.table(w, "Python CPU time per call (the pool's workers):", func(ss []sample) string { return fmtDur(median(ss, pyPerCall)) }, pyPerCall, "%.2f")
+	r.table(w, "Python CPU time per call (the pool's workers):", func(ss []sample) string { return harness.FmtDur(median(ss, pyPerCall)) }, pyPerCall, "%.2f")
 	r.table(w, "Minor page faults per call (the pool's workers):", func(ss []sample) string { return fmt.Sprintf("%.0f", median(ss, faults)) }, nil, "")
 	r.table(w, fmt.Sprintf("Go cores busy (this process: %d callers and the runtime):", o.callers), func(ss []sample) string { return fmt.Sprintf("%.2f", median(ss, goCores)) }, nil, "")
 	r.table(w, "Spread of throughput over the rounds ((max − min) / median):", spread, nil, "")
@@ -747,7 +747,7 @@ func (r *report) writeMemory(w io.Writer) {
 			ready := medMem(p.mem[i], func(m memSample) float64 { return float64(m.ready) })
 			after, afterRatio, restarts := "—", "—", "—"
 			if p.afterUSS != nil {
-				after = fmtMiB(float64(p.afterUSS[i]))
+				after = harness.FmtMiB(float64(p.afterUSS[i]))
 				afterRatio = fmt.Sprintf("%.1f", float64(p.afterUSS[0])/float64(p.afterUSS[i]))
 				n := 0
 				for _, wh := range p.health[i].Workers {
@@ -756,7 +756,7 @@ func (r *report) writeMemory(w io.Writer) {
 				restarts = strconv.Itoa(n)
 			}
 			fmt.Fprintf(w, "| %s | %s | %d | %s | %s | %.1f | %s | %s | %s | %s | %s | %s |\n", p.label, c.name(), c.workers,
-				fmtDur(ready), fmtMiB(pss), basePSS/pss, fmtMiB(uss), fmtMiB(rss), fmtMiB(pss/float64(c.workers*c.threads)),
+				harness.FmtDur(ready), harness.FmtMiB(pss), basePSS/pss, harness.FmtMiB(uss), harness.FmtMiB(rss), harness.FmtMiB(pss/float64(c.workers*c.threads)),
 				after, afterRatio, restarts)
 		}
 	}
@@ -773,27 +773,6 @@ func medMem(ms []memSample, f func(memSample) float64) float64 {
 func command() string {
 	return strings.Join(append([]string{"go", "run", "./bench/profilebench"}, os.Args[1:]...), " ")
 }
-
-func fmtRate(r float64) string {
-	if r >= 100 {
-		return fmt.Sprintf("%.0f", r)
-	}
-	return fmt.Sprintf("%.1f", r)
-}
-
-func fmtDur(ns float64) string {
-	d := time.Duration(ns)
-	switch {
-	case d < time.Millisecond:
-		return fmt.Sprintf("%.0f µs", ns/1e3)
-	case d < 100*time.Millisecond:
-		return fmt.Sprintf("%.2f ms", ns/1e6)
-	default:
-		return fmt.Sprintf("%.0f ms", ns/1e6)
-	}
-}
-
-func fmtMiB(b float64) string { return fmt.Sprintf("%.1f MiB", b/(1<<20)) }
 
 func fmtBytes(n int) string {
 	if n%(1<<20) == 0 {
