@@ -68,9 +68,12 @@ type WorkerStats struct {
 	Profile        string // "process" or "thread", as the worker runs
 	InFlight       int
 	MaxInFlight    int // the most calls that ever ran at once in it
-	RequestsServed int64
-	RSSBytes       int64
-	Uptime         time.Duration
+	// ThreadViolations counts concurrent entries into code marked
+	// @snakepit.single_threaded (PoolConfig.ThreadSafetyChecks; 0 when off).
+	ThreadViolations int64
+	RequestsServed   int64
+	RSSBytes         int64
+	Uptime           time.Duration
 }
 
 // Stats asks every ready worker of pool for its statistics. Workers that are
@@ -102,7 +105,7 @@ func (rt *Runtime) Stats(ctx context.Context, pool string) ([]WorkerStats, error
 		s := a.Reply
 		out = append(out, WorkerStats{ID: w.ID, Pid: int(s.GetPid()), Python: s.GetPythonVersion(),
 			Implementation: s.GetImplementation(), FreeThreaded: s.GetFreeThreadedBuild(), GILEnabled: s.GetGilEnabled(),
-			Capacity: int(s.GetCapacity()), Profile: s.GetProfile(), InFlight: int(s.GetInFlight()), MaxInFlight: int(s.GetMaxInFlight()), RequestsServed: s.GetRequestsServed(),
+			Capacity: int(s.GetCapacity()), Profile: s.GetProfile(), InFlight: int(s.GetInFlight()), MaxInFlight: int(s.GetMaxInFlight()), ThreadViolations: s.GetThreadViolations(), RequestsServed: s.GetRequestsServed(),
 			RSSBytes: s.GetRssBytes(), Uptime: time.Duration(s.GetUptimeSeconds() * float64(time.Second))})
 	}
 	if len(out) == 0 && len(errs) > 0 {

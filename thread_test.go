@@ -161,16 +161,23 @@ func TestAutoProfile(t *testing.T) {
 	})
 }
 
-// TestThreadSafetyChecksReachTheWorker: the opt-in checker is switched on
-// in the worker, which says so when it is ready.
+// TestThreadSafetyChecksReachTheWorker: with the opt-in checker on, two
+// threads inside a @snakepit.single_threaded function at once are counted and
+// reach Go through Stats.
 func TestThreadSafetyChecksReachTheWorker(t *testing.T) {
-	p := threadPool(t, "thread_tools", 1, 2)
-	p.ThreadSafetyChecks = true
-	rt, logs := start(t, p)
-	if _, err := rt.Call(callCtx(t), "p", "max_seen", nil); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(logs.String(), "thread checks on") {
-		t.Fatalf("the worker did not report its checker on:\n%s", logs.String())
-	}
+	eachTransport(t, func(t *testing.T) {
+		p := threadPool(t, "checked_tools", 1, 2)
+		p.ThreadSafetyChecks = true
+		rt, logs := start(t, p)
+		if _, errs := concurrently(t, rt, 2, "enter", nil); errs[0] != nil || errs[1] != nil {
+			t.Fatalf("calls: %v", errs)
+		}
+		stats, err := rt.Stats(callCtx(t), "p")
+		if err != nil || len(stats) != 1 || stats[0].ThreadViolations < 1 {
+			t.Fatalf("stats %+v (%v): want at least one thread violation counted", stats, err)
+		}
+		if !strings.Contains(logs.String(), "thread checks on") {
+			t.Fatalf("the worker did not report its checker on:\n%s", logs.String())
+		}
+	})
 }

@@ -807,9 +807,12 @@ type StatsReply struct {
 	// The most calls that ever ran at once in this worker.
 	MaxInFlight int32 `protobuf:"varint,11,opt,name=max_in_flight,json=maxInFlight,proto3" json:"max_in_flight,omitempty"`
 	// "process" or "thread": how the worker runs sync tools.
-	Profile       string `protobuf:"bytes,12,opt,name=profile,proto3" json:"profile,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Profile string `protobuf:"bytes,12,opt,name=profile,proto3" json:"profile,omitempty"`
+	// Concurrent entries into @snakepit.single_threaded code seen by the
+	// thread-safety checker (0 unless it is on).
+	ThreadViolations int64 `protobuf:"varint,13,opt,name=thread_violations,json=threadViolations,proto3" json:"thread_violations,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *StatsReply) Reset() {
@@ -924,6 +927,13 @@ func (x *StatsReply) GetProfile() string {
 		return x.Profile
 	}
 	return ""
+}
+
+func (x *StatsReply) GetThreadViolations() int64 {
+	if x != nil {
+		return x.ThreadViolations
+	}
+	return 0
 }
 
 type ShutdownRequest struct {
@@ -1078,7 +1088,7 @@ const file_snakepit_v1_worker_proto_rawDesc = "" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12G\n" +
 	"\x10protocol_version\x18\x02 \x01(\x0e2\x1c.snakepit.v1.ProtocolVersionR\x0fprotocolVersion\x12\x10\n" +
 	"\x03pid\x18\x03 \x01(\x05R\x03pid\"\x0e\n" +
-	"\fStatsRequest\"\xa2\x03\n" +
+	"\fStatsRequest\"\xcf\x03\n" +
 	"\n" +
 	"StatsReply\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12%\n" +
@@ -1094,7 +1104,8 @@ const file_snakepit_v1_worker_proto_rawDesc = "" +
 	"\x0euptime_seconds\x18\n" +
 	" \x01(\x01R\ruptimeSeconds\x12\"\n" +
 	"\rmax_in_flight\x18\v \x01(\x05R\vmaxInFlight\x12\x18\n" +
-	"\aprofile\x18\f \x01(\tR\aprofile\",\n" +
+	"\aprofile\x18\f \x01(\tR\aprofile\x12+\n" +
+	"\x11thread_violations\x18\r \x01(\x03R\x10threadViolations\",\n" +
 	"\x0fShutdownRequest\x12\x19\n" +
 	"\bgrace_ms\x18\x01 \x01(\x03R\agraceMs\",\n" +
 	"\rShutdownReply\x12\x1b\n" +

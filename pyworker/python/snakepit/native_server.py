@@ -932,9 +932,7 @@ class NativeServer:
             if op == "health":
                 reply = wire.dumps(health_payload(not self._shutdown.requested))
             elif op == "stats":
-                stats = stats_payload(self._counters, self.capacity, self._started, self.profile)
-                stats["thread_violations"] = thread_violations()
-                reply = wire.dumps(stats)
+                reply = wire.dumps(stats_payload(self._counters, self.capacity, self._started, self.profile))
             elif op == "describe":
                 reply = self._describe
             elif op == "shutdown":
@@ -958,13 +956,6 @@ class NativeServer:
         conn.send(wire.REPLY, stream, reply)
         if after_reply is not None:
             after_reply()  # only now: the drain may close this connection
-
-
-def thread_violations() -> int:
-    """Concurrent entries into @snakepit.single_threaded functions (0 unless
-    the thread checks are on; snakepit.threadsafe is not imported for this)."""
-    module = sys.modules.get("snakepit.threadsafe")
-    return module.violation_count() if module is not None else 0
 
 
 def _note_signal(signum: int, frame: Any) -> None:

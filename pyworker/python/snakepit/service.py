@@ -223,7 +223,15 @@ def stats_payload(
         "uptime_seconds": time.monotonic() - started_monotonic,
         "max_in_flight": counters.max_in_flight,
         "profile": profile or profile_name(capacity),
+        "thread_violations": thread_violations(),
     }
+
+
+def thread_violations() -> int:
+    """Concurrent entries into @snakepit.single_threaded functions (0 unless
+    the thread checks are on; snakepit.threadsafe is not imported for this)."""
+    module = sys.modules.get("snakepit.threadsafe")
+    return module.violation_count() if module is not None else 0
 
 
 def tool_doc(tool: Tool) -> str:
