@@ -166,7 +166,7 @@ func TestAutoProfile(t *testing.T) {
 // reach Go through Stats.
 func TestThreadSafetyChecksReachTheWorker(t *testing.T) {
 	eachTransport(t, func(t *testing.T) {
-		p := threadPool(t, "checked_tools", 1, 2)
+		p := threadPool(t, "violation_tools", 1, 2)
 		p.ThreadSafetyChecks = true
 		rt, logs := start(t, p)
 		if _, errs := concurrently(t, rt, 2, "enter", nil); errs[0] != nil || errs[1] != nil {
