@@ -57,8 +57,7 @@ from snakepit.execution import (
 from snakepit.service import (
     DEFAULT_MAX_MESSAGE_BYTES,
     SIGNAL_GRACE_SECONDS,
-    Counters,
-    ShutdownState,
+    WorkerCore,
     check_socket_path,
     describe_payload,
     health_payload,
@@ -240,7 +239,7 @@ class ToolThreads:
             self._queue.put(None)
 
 
-class NativeServer:
+class NativeServer(WorkerCore):
     """Owns the listening socket, the connections, the tool threads and the
     shutdown sequence of the native transport."""
 
@@ -253,19 +252,8 @@ class NativeServer:
         started_monotonic: Optional[float] = None,
         profile: Optional[str] = None,
     ) -> None:
-        if not token:
-            raise ValueError("the worker token must not be empty")
-        if capacity < 1:
-            raise ValueError("capacity must be at least 1")
-        self.adapter = adapter
-        self.capacity = capacity
-        self.profile = profile
-        self.max_message_bytes = max_message_bytes
-        self._token = token.encode("utf-8")
+        super().__init__(adapter, token, capacity, max_message_bytes, started_monotonic, profile)
         self._frame_limit = wire.frame_limit(max_message_bytes)
-        self._started = time.monotonic() if started_monotonic is None else started_monotonic
-        self._counters = Counters()
-        self._shutdown = ShutdownState()
         self._serial, self._async_serial = serial_gates(adapter.tools)
         # Without thread_safe=False sync tools, skip the gate check per call.
         self._threads = ToolThreads(

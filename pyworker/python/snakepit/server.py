@@ -29,6 +29,7 @@ from snakepit.service import (  # noqa: F401 - re-exported for callers of this m
     SIGNAL_GRACE_SECONDS,
     Counters,
     ShutdownState,
+    WorkerCore,
     check_socket_path,
     describe_payload,
     free_threaded_build,
@@ -76,7 +77,7 @@ def tool_info(payload: Dict[str, Any]) -> worker_pb2.ToolInfo:
     )
 
 
-class WorkerServer:
+class WorkerServer(WorkerCore):
     """Owns the grpc.aio server, the tool thread pool and the shutdown sequence."""
 
     def __init__(
@@ -88,17 +89,7 @@ class WorkerServer:
         started_monotonic: Optional[float] = None,
         profile: Optional[str] = None,
     ) -> None:
-        if not token:
-            raise ValueError("the worker token must not be empty")
-        if capacity < 1:
-            raise ValueError("capacity must be at least 1")
-        self.adapter = adapter
-        self.capacity = capacity
-        self.profile = profile
-        self._token = token.encode("utf-8")
-        self._max_message_bytes = max_message_bytes
-        self._started = time.monotonic() if started_monotonic is None else started_monotonic
-        self._counters = Counters()
+        super().__init__(adapter, token, capacity, max_message_bytes, started_monotonic, profile)
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=capacity, thread_name_prefix="snakepit-tool"
         )
@@ -111,7 +102,6 @@ class WorkerServer:
             tool_info(payload) for payload in describe_payload(adapter)["tools"]
         ]
         self._server: Optional[grpc.aio.Server] = None
-        self._shutdown = ShutdownState()
         self._shutdown_task: Optional["asyncio.Task[None]"] = None
         self._stopped: Optional[asyncio.Event] = None
 
@@ -122,8 +112,8 @@ class WorkerServer:
         check_socket_path(socket_path)
         self._stopped = asyncio.Event()
         options = [
-            ("grpc.max_send_message_length", self._max_message_bytes),
-            ("grpc.max_receive_message_length", self._max_message_bytes),
+            ("grpc.max_send_message_length", self.max_message_bytes),
+            ("grpc.max_receive_message_length", self.max_message_bytes),
         ]
         server = grpc.aio.server(options=options)
         worker_pb2_grpc.add_WorkerServicer_to_server(WorkerServicer(self), server)

@@ -154,6 +154,34 @@ class ShutdownState:
         return time.monotonic() if value is None else value
 
 
+class WorkerCore:
+    """What every server holds, whatever its transport: the adapter, its
+    capacity and profile, the token, the call counters and the shutdown
+    state."""
+
+    def __init__(
+        self,
+        adapter: LoadedAdapter,
+        token: str,
+        capacity: int,
+        max_message_bytes: int,
+        started_monotonic: Optional[float],
+        profile: Optional[str],
+    ) -> None:
+        if not token:
+            raise ValueError("the worker token must not be empty")
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.adapter = adapter
+        self.capacity = capacity
+        self.profile = profile
+        self.max_message_bytes = max_message_bytes
+        self._token = token.encode("utf-8")
+        self._started = time.monotonic() if started_monotonic is None else started_monotonic
+        self._counters = Counters()
+        self._shutdown = ShutdownState()
+
+
 def token_matches(supplied: Union[str, bytes, None], expected: bytes) -> bool:
     """Constant-time comparison of a supplied token with the worker's."""
     if isinstance(supplied, str):
