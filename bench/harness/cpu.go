@@ -28,27 +28,33 @@ func SelfCPU() time.Duration {
 // ProcessCPU is the user+system CPU time the processes pids have used, read
 // from /proc (10 ms resolution).
 func ProcessCPU(pids []int) (time.Duration, error) {
-	var ticks int64
+	ticks, err := sumStatFields(pids, 11, 12) // utime, stime
+	return time.Duration(ticks) * time.Second / userHZ, err
+}
+
+// sumStatFields adds up the given fields of /proc/<pid>/stat over pids,
+// counting fields after "(comm)" from 0 (0 is the state).
+func sumStatFields(pids []int, fields ...int) (int64, error) {
+	var sum int64
 	for _, pid := range pids {
 		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 		if err != nil {
 			return 0, err
 		}
 		s := string(b)
-		// Fields after "(comm)": state is the first, utime the 12th, stime the 13th.
 		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(f) < 13 {
-			return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
-		}
-		for _, v := range f[11:13] {
-			n, err := strconv.ParseInt(v, 10, 64)
+		for _, i := range fields {
+			if i >= len(f) {
+				return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+			}
+			n, err := strconv.ParseInt(f[i], 10, 64)
 			if err != nil {
 				return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
 			}
-			ticks += n
+			sum += n
 		}
 	}
-	return time.Duration(ticks) * time.Second / userHZ, nil
+	return sum, nil
 }
 
 // RuntimePids are the OS pids of the workers of a runtime pool.

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 
 	"github.com/snakepit-go/snakepit"
@@ -97,23 +96,5 @@ func LoadAvg() string {
 // MinorFaults is the number of minor page faults the processes pids have
 // taken, read from /proc/<pid>/stat.
 func MinorFaults(pids []int) (int64, error) {
-	var n int64
-	for _, pid := range pids {
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-		if err != nil {
-			return 0, err
-		}
-		s := string(b)
-		// Fields after "(comm)": state is the first, minflt the 8th.
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(f) < 8 {
-			return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
-		}
-		v, err := strconv.ParseInt(f[7], 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
-		}
-		n += v
-	}
-	return n, nil
+	return sumStatFields(pids, 7) // minflt
 }

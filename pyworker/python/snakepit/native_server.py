@@ -419,14 +419,6 @@ class NativeServer(WorkerCore):
                 return False
         return True
 
-    @property
-    def in_flight(self) -> int:
-        return self._counters.in_flight
-
-    @property
-    def shutting_down(self) -> bool:
-        return self._shutdown.requested
-
     def request_shutdown(self, grace_seconds: float, reason: str = "shutdown request") -> int:
         """Stop taking calls; drain in the background. Returns calls in flight now.
 

@@ -140,14 +140,6 @@ class WorkerServer(WorkerCore):
             except (NotImplementedError, RuntimeError, ValueError):  # not on this platform
                 logger.debug("cannot install a handler for %s", signum)
 
-    @property
-    def in_flight(self) -> int:
-        return self._counters.in_flight
-
-    @property
-    def shutting_down(self) -> bool:
-        return self._shutdown.requested
-
     def request_shutdown(self, grace_seconds: float, reason: str = "Shutdown") -> int:
         """Stop taking calls; drain in the background. Returns calls in flight now.
 

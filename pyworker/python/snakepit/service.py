@@ -181,6 +181,15 @@ class WorkerCore:
         self._counters = Counters()
         self._shutdown = ShutdownState()
 
+    @property
+    def in_flight(self) -> int:
+        """Calls running or queued now."""
+        return self._counters.in_flight
+
+    @property
+    def shutting_down(self) -> bool:
+        return self._shutdown.requested
+
 
 def token_matches(supplied: Union[str, bytes, None], expected: bytes) -> bool:
     """Constant-time comparison of a supplied token with the worker's."""
