@@ -3,6 +3,7 @@ package snakepit
 import (
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
 	"strings"
 	"time"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/snakepit-go/snakepit/profiles"
 	"github.com/snakepit-go/snakepit/pyworker"
+	"github.com/snakepit-go/snakepit/pyworker/wire"
 	"github.com/snakepit-go/snakepit/supervision"
 )
 
@@ -116,10 +118,19 @@ type PoolConfig struct {
 	// restart; more than MaxRestarts restarts within Period fail the pool.
 	// Default: 10 restarts within 60s, backoff 100ms doubling to 10s, ±20% jitter.
 	Restart RestartPolicy
+
+	// Recycle is when workers are replaced on purpose (not failures): by age,
+	// calls served or memory. A replacement starts first; the old worker
+	// finishes its calls, then stops. Default: off (see RecyclePolicy).
+	Recycle RecyclePolicy
 }
 
 // RestartPolicy is the supervision policy of a pool's workers.
 type RestartPolicy = supervision.Policy
+
+// RecyclePolicy is when a pool replaces its workers (TTL, request count,
+// memory); see the RecyclePolicy table in the README.
+type RecyclePolicy = supervision.RecyclePolicy
 
 // Defaults.
 const (
@@ -131,6 +142,11 @@ const (
 	DefaultQueueSize       = 1000
 	DefaultStartTimeout    = 60 * time.Second
 )
+
+// maxMessageBytesLimit bounds Config.MaxMessageBytes: gRPC takes message
+// sizes as 32-bit ints, and the native transport adds its metadata
+// allowance to the limit.
+const maxMessageBytesLimit = math.MaxInt32 - wire.MetaAllowance
 
 // ErrInvalidConfig is matched (errors.Is) by every *ConfigError.
 var ErrInvalidConfig = errors.New("invalid config")
@@ -173,6 +189,9 @@ func (c Config) Validate() error {
 	v.nonNegative("kill_after", c.KillAfter)
 	if c.MaxMessageBytes < 0 {
 		v.add("max_message_bytes", fmt.Sprintf("must be ≥ 0 (got %d); 0 means the default, 64 MiB", c.MaxMessageBytes))
+	} else if c.MaxMessageBytes > maxMessageBytesLimit {
+		v.add("max_message_bytes", fmt.Sprintf("must be at most %d (got %d): protobuf and gRPC messages stop short of 2 GiB, "+
+			"and a native frame adds %d bytes of metadata; 0 means the default, 64 MiB", maxMessageBytesLimit, c.MaxMessageBytes, wire.MetaAllowance))
 	}
 	seen := map[string]int{}
 	for i, p := range c.Pools {
@@ -224,6 +243,28 @@ func (p PoolConfig) validate(v *validator, at string, seen map[string]int, i int
 		}
 	}
 	validateRestart(p.Restart, v, at+".restart")
+	validateRecycle(p.Recycle, v, at+".recycle")
+}
+
+func validateRecycle(r RecyclePolicy, v *validator, at string) {
+	v.nonNegative(at+".max_age", r.MaxAge)
+	v.nonNegative(at+".age_jitter", r.AgeJitter)
+	v.nonNegative(at+".min_lifetime", r.MinLifetime)
+	v.nonNegative(at+".check_interval", r.CheckInterval)
+	v.nonNegative(at+".drain_timeout", r.DrainTimeout)
+	if r.MaxRequests < 0 {
+		v.add(at+".max_requests", fmt.Sprintf("must be ≥ 0 (got %d); 0 turns it off", r.MaxRequests))
+	}
+	if r.RequestsJitter < 0 {
+		v.add(at+".requests_jitter", fmt.Sprintf("must be ≥ 0 (got %d); 0 means the default", r.RequestsJitter))
+	}
+	if r.MaxConcurrent < 0 {
+		v.add(at+".max_concurrent", fmt.Sprintf("must be ≥ 1 (got %d); 0 means the default, 1", r.MaxConcurrent))
+	}
+	if r.HardMemoryLimit > 0 && r.MaxMemory > 0 && r.HardMemoryLimit <= r.MaxMemory {
+		v.add(at+".hard_memory_limit", fmt.Sprintf("%s must be above max_memory (%s): the worker is first drained at max_memory, killed at the hard limit",
+			supervision.FormatBytes(r.HardMemoryLimit), supervision.FormatBytes(r.MaxMemory)))
+	}
 }
 
 func validateRestart(r RestartPolicy, v *validator, at string) {
@@ -233,11 +274,15 @@ func validateRestart(r RestartPolicy, v *validator, at string) {
 	v.nonNegative(at+".period", r.Period)
 	v.nonNegative(at+".initial_backoff", r.InitialBackoff)
 	v.nonNegative(at+".max_backoff", r.MaxBackoff)
-	if r.Jitter < 0 || r.Jitter > 1 {
+	if !(r.Jitter >= 0 && r.Jitter <= 1) { // NaN too
 		v.add(at+".jitter", fmt.Sprintf("must be within 0 and 1 (got %g)", r.Jitter))
 	}
-	if r.InitialBackoff > 0 && r.MaxBackoff > 0 && r.InitialBackoff > r.MaxBackoff {
-		v.add(at+".initial_backoff", fmt.Sprintf("%s is more than max_backoff %s", r.InitialBackoff, r.MaxBackoff))
+	maxBackoff, which := r.MaxBackoff, ""
+	if maxBackoff == 0 {
+		maxBackoff, which = supervision.DefaultPolicy().MaxBackoff, " (the default): raise max_backoff too"
+	}
+	if r.InitialBackoff > 0 && maxBackoff > 0 && r.InitialBackoff > maxBackoff {
+		v.add(at+".initial_backoff", fmt.Sprintf("%s is more than max_backoff %s%s", r.InitialBackoff, maxBackoff, which))
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/snakepit-go/snakepit/actors"
 	"github.com/snakepit-go/snakepit/pyworker"
 )
 
@@ -29,7 +30,7 @@ var (
 	ErrWorkerCrashed = errors.New("worker crashed")
 	// ErrPoolUnavailable: the pool has failed (restart intensity exceeded or
 	// a worker cannot boot; see Runtime.Health) or is stopping.
-	ErrPoolUnavailable = errors.New("pool unavailable")
+	ErrPoolUnavailable = actors.ErrPoolUnavailable
 	// ErrTransport: the connection to the worker failed without the process
 	// dying.
 	ErrTransport = errors.New("worker connection failed")
@@ -75,12 +76,19 @@ type WorkerCrashedError struct {
 	Tool   string
 	Worker string
 	Exit   ExitStatus
+	// KilledBy says why the runtime itself killed the worker (for example its
+	// memory over RecyclePolicy.HardMemoryLimit); "" when it died on its own.
+	KilledBy string
 	// Stderr holds the last lines the worker wrote to stderr.
 	Stderr string
 }
 
 func (e *WorkerCrashedError) Error() string {
 	msg := fmt.Sprintf("snakepit: %s.%s: worker %s crashed (%s) while running the call", e.Pool, e.Tool, e.Worker, e.Exit)
+	if e.KilledBy != "" {
+		msg = fmt.Sprintf("snakepit: %s.%s: worker %s was killed by the runtime (%s) while running the call: %s",
+			e.Pool, e.Tool, e.Worker, e.Exit, e.KilledBy)
+	}
 	if e.Stderr != "" {
 		msg += "; last stderr lines:\n" + e.Stderr
 	}

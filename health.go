@@ -3,6 +3,7 @@ package snakepit
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/snakepit-go/snakepit/actors"
 )
@@ -28,7 +29,13 @@ type PoolHealth struct {
 	// waited in the queue; Saturated counts calls refused with
 	// ErrPoolSaturated. Both count since the runtime started.
 	NoFreeCapacity, Saturated int64
-	// Workers, in order.
+	// Recycling counts the recycles queued or under way; Recycles counts
+	// those done since the runtime started, by reason ("age", "requests",
+	// "memory", "memory-hard-limit", "manual").
+	Recycling int
+	Recycles  map[string]int64
+	// Workers: the Size members in order, then any worker retiring after a
+	// recycle and any replacement still starting.
 	Workers []WorkerHealth
 }
 
@@ -42,6 +49,16 @@ type WorkerHealth struct {
 	Restarts int // restarts since the runtime started
 	// AtCapacity counts the calls that filled the worker to its capacity.
 	AtCapacity int64
+	// Started is when its current process became ready (zero before);
+	// Requests counts the calls that process served; RSS is its resident
+	// memory in bytes at the last lifecycle check (0 unless
+	// RecyclePolicy.MaxMemory or HardMemoryLimit is set).
+	Started  time.Time
+	Requests int64
+	RSS      uint64
+	// Retiring: recycled, finishing its calls before it stops; it takes no
+	// new call. Starting: a replacement that is not ready yet.
+	Retiring, Starting bool
 }
 
 // Health reports every pool, in Config order.
@@ -63,9 +80,11 @@ func (rt *Runtime) Health(ctx context.Context) ([]PoolHealth, error) {
 func poolHealth(s *actors.PoolStatus) PoolHealth {
 	h := PoolHealth{Name: s.Name, Size: s.Size, Ready: s.Ready, Queued: s.Queued, InFlight: s.InFlight,
 		Failed: s.Failed, Reason: s.Reason, Profile: s.Profile, QueueSize: s.QueueSize,
-		NoFreeCapacity: s.NoFreeCapacity, Saturated: s.Saturated}
+		NoFreeCapacity: s.NoFreeCapacity, Saturated: s.Saturated, Recycling: s.Recycling, Recycles: s.Recycles}
 	for _, w := range s.Workers {
-		h.Workers = append(h.Workers, WorkerHealth{ID: w.ID, Pid: w.Pid, Ready: w.Ready, Capacity: w.Capacity, Load: w.Load, Restarts: w.Restarts, AtCapacity: w.AtCapacity})
+		h.Workers = append(h.Workers, WorkerHealth{ID: w.ID, Pid: w.Pid, Ready: w.Ready, Capacity: w.Capacity, Load: w.Load,
+			Restarts: w.Restarts, AtCapacity: w.AtCapacity, Started: w.Started, Requests: w.Requests, RSS: w.RSS,
+			Retiring: w.Retiring, Starting: w.Starting})
 	}
 	return h
 }

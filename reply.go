@@ -29,7 +29,7 @@ func failureError(pool, tool, worker string, f *apb.Failure) error {
 	case apb.Failure_CODE_SATURATED:
 		return callError(pool, tool, ErrPoolSaturated, f.GetMessage()+": retry later, add workers (PoolConfig.Size) or raise PoolConfig.QueueSize")
 	case apb.Failure_CODE_WORKER_CRASHED:
-		return &WorkerCrashedError{Pool: pool, Tool: tool, Worker: worker, Stderr: f.GetStderrTail(),
+		return &WorkerCrashedError{Pool: pool, Tool: tool, Worker: worker, Stderr: f.GetStderrTail(), KilledBy: f.GetKilledBy(),
 			Exit: ExitStatus{Code: int(f.GetExitCode()), Signal: syscall.Signal(f.GetSignal())}}
 	case apb.Failure_CODE_DEADLINE:
 		return fmt.Errorf("snakepit: %s.%s: %s: %w", pool, tool, f.GetMessage(), context.DeadlineExceeded)

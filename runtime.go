@@ -39,6 +39,7 @@ type Runtime struct {
 	pkgDir string
 	runID  string
 	token  string
+	events *telemetry.Bus
 
 	seq      atomic.Uint64
 	stopping atomic.Bool
@@ -55,7 +56,8 @@ func Start(ctx context.Context, cfg Config) (*Runtime, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	rt := &Runtime{cfg: cfg, log: cfg.Logger, pools: map[string]*actor.PID{}, procs: pyworker.NewProcessSet()}
+	rt := &Runtime{cfg: cfg, log: cfg.Logger, pools: map[string]*actor.PID{}, procs: pyworker.NewProcessSet(),
+		events: telemetry.NewBus()}
 	if err := rt.prepare(); err != nil {
 		return nil, err
 	}
@@ -111,6 +113,7 @@ func (rt *Runtime) startPool(ctx context.Context, p PoolConfig) error {
 	log.Debug("pool shape", "profile", shape.Profile, "capacity", shape.Capacity, "why", shape.Why, "python", interp.Path)
 	settings := actors.PoolSettings{
 		Name: p.Name, Profile: shape.Profile, Size: p.Size, QueueSize: p.QueueSize, Restart: p.Restart, Logger: log,
+		Recycle: p.Recycle, Events: rt.events,
 		Worker: actors.WorkerSettings{
 			Spec: pyworker.Spec{
 				Adapter: p.Adapter, Interpreter: interp, Transport: transport, RunDir: rt.runDir,

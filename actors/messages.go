@@ -1,6 +1,8 @@
 package actors
 
 import (
+	"time"
+
 	"github.com/asynkron/protoactor-go/actor"
 
 	apb "github.com/snakepit-go/snakepit/actors/pb"
@@ -39,6 +41,10 @@ type PoolStatus struct {
 	// NoFreeCapacity counts calls that found every worker at capacity and
 	// queued; Saturated counts calls refused because the queue was full.
 	NoFreeCapacity, Saturated int64
+	// Recycling counts the recycles queued or under way; Recycles counts the
+	// recycles done, by reason.
+	Recycling int
+	Recycles  map[string]int64
 }
 
 // WorkerStatus is a snapshot of one worker as the pool sees it.
@@ -52,6 +58,15 @@ type WorkerStatus struct {
 	Restarts int
 	// AtCapacity counts the dispatches that filled this worker to capacity.
 	AtCapacity int64
+	// Started is when its current process became ready; Requests counts the
+	// calls that process served; RSS is its last sampled resident memory
+	// (0 when memory recycling is off).
+	Started  time.Time
+	Requests int64
+	RSS      uint64
+	// Retiring: recycled, finishing its calls before it stops. Starting: a
+	// replacement not yet ready.
+	Retiring, Starting bool
 }
 
 // Messages between a pool and its workers.
@@ -109,8 +124,12 @@ type (
 
 // Reasons a worker actor fails with (the panic value its supervisor sees).
 type (
-	// crashed: the Python process died.
-	crashed struct{ status pyworker.ExitStatus }
+	// crashed: the Python process died; killedBy says why the runtime killed
+	// it, "" when it died on its own.
+	crashed struct {
+		status   pyworker.ExitStatus
+		killedBy string
+	}
 	// bootFailed: the worker cannot start; restarting would not help.
 	bootFailed struct{ err error }
 	// launchError: the worker did not start for a reason that may pass.

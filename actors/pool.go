@@ -2,6 +2,7 @@ package actors
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 
 	apb "github.com/snakepit-go/snakepit/actors/pb"
 	"github.com/snakepit-go/snakepit/supervision"
+	"github.com/snakepit-go/snakepit/telemetry"
 )
 
 // PoolSettings configure one pool actor.
@@ -20,8 +22,10 @@ type PoolSettings struct {
 	QueueSize int
 	Worker    WorkerSettings
 	Restart   supervision.Policy
+	Recycle   supervision.RecyclePolicy
 	Clock     supervision.Clock // nil: the system clock
 	Logger    hclog.Logger
+	Events    *telemetry.Bus // nil: no events
 }
 
 // worker is the pool's view of one worker.
@@ -36,9 +40,26 @@ type worker struct {
 	restarts int
 	// atCapacity counts the dispatches that filled the worker to capacity.
 	atCapacity int64
+
+	// Lifecycle: its place in the pool (for the jitter spread), when its
+	// current process became ready, the calls it served, its last RSS.
+	index    int
+	spread   float64
+	started  time.Time
+	requests int64
+	rss      uint64
+	// Recycling: a replacement points at the worker it replaces until it is
+	// ready; then the old one is retiring (no new calls) until it stops.
+	replaces  *worker
+	retiring  bool
+	successor string
+	stopSent  bool
+	job       *recycleJob          // the recycle replacing this worker
+	killedFor *supervision.Verdict // killed at once for this (hard memory limit)
+	startErr  error                // why a replacement did not start
 }
 
-func (w *worker) free() bool { return w.ready && w.load < w.capacity }
+func (w *worker) free() bool { return w.ready && !w.retiring && w.load < w.capacity }
 
 // poolActor routes calls to the least-loaded worker with free capacity,
 // queues them (bounded) when every worker is full, and supervises its
@@ -58,15 +79,26 @@ type poolActor struct {
 	noCapacity, saturated int64
 	failed                string // non-empty once the pool gave up: why
 	failErr               error
-	timers                map[string]*time.Timer // pending restarts by worker PID id
+	timers                map[string]*time.Timer // pending restarts and drains by worker PID id
 	stopping              bool
+
+	policy    supervision.RecyclePolicy
+	pending   []*recycleJob // recycles waiting for a turn
+	recycling int           // graceful recycles under way
+	recycles  map[supervision.RecycleReason]int64
+	nextID    int
+	random    func() float64
 }
 
 // NewPoolProps returns the props of a pool actor.
 func NewPoolProps(s PoolSettings) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor {
+		if s.Clock == nil {
+			s.Clock = supervision.SystemClock{}
+		}
 		return &poolActor{s: s, sup: supervision.New(s.Restart, s.Clock, nil), byID: map[string]*worker{},
-			inflight: map[string]*worker{}, timers: map[string]*time.Timer{}}
+			inflight: map[string]*worker{}, timers: map[string]*time.Timer{},
+			policy: s.Recycle.WithDefaults(s.Size), recycles: map[supervision.RecycleReason]int64{}, random: rand.Float64}
 	}, actor.WithDispatcher(inlineDispatcher))
 }
 
@@ -74,6 +106,9 @@ func (p *poolActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		p.spawnWorkers(ctx)
+		if p.policy.Enabled() {
+			ctx.Spawn(newLifecycleProps(p.policy, p.s.Clock, p.s.Logger.Named("lifecycle")))
+		}
 	case *apb.CallRequest:
 		p.onCall(ctx, &dispatch{req: m, caller: ctx.Sender()})
 	case *apb.CancelCall:
@@ -93,6 +128,7 @@ func (p *poolActor) Receive(ctx actor.Context) {
 		p.answerWaiters(ctx)
 	case *Drain:
 		p.draining = true
+		p.abandonRecycles(ctx, fmt.Errorf("%w: pool %q is stopping", ErrPoolUnavailable, p.s.Name))
 		p.drainers = append(p.drainers, ctx.Sender())
 		p.answerDrainers(ctx)
 	case *StatusRequest:
@@ -101,7 +137,20 @@ func (p *poolActor) Receive(ctx actor.Context) {
 		p.forwardDescribe(ctx)
 	case *restartDue:
 		p.onRestartDue(ctx, m)
+	case *RecycleWorker:
+		p.onRecycleWorker(ctx, m)
+	case *RecycleAll:
+		p.onRecycleAll(ctx)
+	case *lifecycleQuery:
+		p.onLifecycleQuery(ctx)
+	case *lifecycleReport:
+		p.onLifecycleReport(ctx, m)
+	case *drainTimedOut:
+		p.onDrainTimedOut(ctx, m)
+	case *actor.Terminated:
+		p.onTerminated(ctx, m.Who)
 	case *actor.Stopping:
+		p.abandonRecycles(ctx, fmt.Errorf("%w: pool %q is stopping", ErrPoolUnavailable, p.s.Name))
 		p.stopping = true
 		for _, t := range p.timers {
 			t.Stop()
@@ -111,14 +160,24 @@ func (p *poolActor) Receive(ctx actor.Context) {
 
 func (p *poolActor) spawnWorkers(ctx actor.Context) {
 	for i := 0; i < p.s.Size; i++ {
-		id := p.s.Name + "-" + strconv.Itoa(i)
-		slot := &workerSlot{id: id, settings: &p.s.Worker, log: p.s.Logger.Named(id)}
-		pid := ctx.Spawn(newWorkerProps(slot))
-		w := &worker{pid: pid, slot: slot, capacity: 1}
-		p.workers = append(p.workers, w)
-		p.byID[pid.Id] = w
+		p.spawnWorker(ctx, i)
 	}
 }
+
+// spawnWorker starts a worker for place index of the pool, with an id never
+// used before in the pool ("<pool>-<n>").
+func (p *poolActor) spawnWorker(ctx actor.Context, index int) *worker {
+	id := p.s.Name + "-" + strconv.Itoa(p.nextID)
+	p.nextID++
+	slot := &workerSlot{id: id, settings: &p.s.Worker, log: p.s.Logger.Named(id)}
+	pid := ctx.Spawn(newWorkerProps(slot))
+	w := &worker{pid: pid, slot: slot, capacity: 1, index: index, spread: supervision.Spread(index, p.s.Size, p.random())}
+	p.workers = append(p.workers, w)
+	p.byID[pid.Id] = w
+	return w
+}
+
+func (p *poolActor) now() time.Time { return p.s.Clock.Now() }
 
 func (p *poolActor) onCall(ctx actor.Context, d *dispatch) {
 	switch {
@@ -214,6 +273,10 @@ func (p *poolActor) onReady(ctx actor.Context, m *workerReady) {
 		return
 	}
 	w.ready, w.gen, w.load, w.capacity, w.osPid = true, m.gen, 0, m.capacity, m.pid
+	w.started, w.requests, w.rss, w.killedFor = p.now(), 0, 0, nil
+	if w.replaces != nil {
+		p.promoteReplacement(ctx, w)
+	}
 	p.answerWaiters(ctx)
 	p.pump(ctx)
 }
@@ -238,6 +301,8 @@ func (p *poolActor) onFreed(ctx actor.Context, m *slotFreed) {
 	if w.load > 0 {
 		w.load--
 	}
+	w.requests++
+	p.retireIfIdle(ctx, w)
 	p.pump(ctx)
 }
 
@@ -246,7 +311,7 @@ func (p *poolActor) answerWaiters(ctx actor.Context) {
 	switch {
 	case p.failed != "":
 		reply = &ReadyReply{Err: fmt.Errorf("pool %q failed to start: %w", p.s.Name, p.failErr)}
-	case p.readyCount() == len(p.workers):
+	case p.readyCount() == p.s.Size:
 		reply = &ReadyReply{}
 	default:
 		return
@@ -267,10 +332,12 @@ func (p *poolActor) answerDrainers(ctx actor.Context) {
 	p.drainers = nil
 }
 
+// readyCount counts the members (not replacements starting, not workers
+// retiring) that are ready.
 func (p *poolActor) readyCount() int {
 	n := 0
 	for _, w := range p.workers {
-		if w.ready {
+		if w.ready && w.member() {
 			n++
 		}
 	}
@@ -294,6 +361,7 @@ func (p *poolActor) fail(ctx actor.Context, err error) {
 		p.reject(ctx, d, apb.Failure_CODE_POOL_UNAVAILABLE, fmt.Sprintf("pool %q has failed: %s", p.s.Name, reason))
 	}
 	p.queue = nil
+	p.abandonRecycles(ctx, fmt.Errorf("%w: pool %q has failed: %s", ErrPoolUnavailable, p.s.Name, reason))
 	p.answerWaiters(ctx)
 	p.answerDrainers(ctx)
 }
@@ -301,13 +369,20 @@ func (p *poolActor) fail(ctx actor.Context, err error) {
 func (p *poolActor) status() *PoolStatus {
 	st := &PoolStatus{Name: p.s.Name, Size: p.s.Size, Queued: len(p.queue), InFlight: len(p.inflight),
 		Failed: p.failed != "", Reason: p.failed, Profile: p.s.Profile, QueueSize: p.s.QueueSize,
-		NoFreeCapacity: p.noCapacity, Saturated: p.saturated}
+		NoFreeCapacity: p.noCapacity, Saturated: p.saturated, Recycling: p.recycling + len(p.pending),
+		Recycles: map[string]int64{}}
+	for r, n := range p.recycles {
+		st.Recycles[string(r)] = n
+	}
+	st.Ready = p.readyCount()
 	for _, w := range p.workers {
+		ws := WorkerStatus{PID: w.pid, ID: w.slot.id, Pid: w.osPid, Ready: w.ready, Capacity: w.capacity, Load: w.load,
+			Restarts: w.restarts, AtCapacity: w.atCapacity, Requests: w.requests, RSS: w.rss, Retiring: w.retiring,
+			Starting: w.replaces != nil}
 		if w.ready {
-			st.Ready++
+			ws.Started = w.started
 		}
-		st.Workers = append(st.Workers, WorkerStatus{PID: w.pid, ID: w.slot.id, Pid: w.osPid, Ready: w.ready,
-			Capacity: w.capacity, Load: w.load, Restarts: w.restarts, AtCapacity: w.atCapacity})
+		st.Workers = append(st.Workers, ws)
 	}
 	return st
 }

@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -18,6 +19,9 @@ func (p *poolActor) HandleFailure(system *actor.ActorSystem, sup actor.Superviso
 		return
 	}
 	w.ready = false
+	if p.recycleFailure(system, sup, child, w, reason) {
+		return
+	}
 	switch r := reason.(type) {
 	case *bootFailed:
 		p.s.Logger.Error("worker cannot boot; not restarting it", "worker", w.slot.id, "error", r.err)
@@ -40,6 +44,32 @@ func (p *poolActor) HandleFailure(system *actor.ActorSystem, sup actor.Superviso
 	p.restartAfter(system, p.self(system, sup), child, d.Delay)
 }
 
+// recycleFailure handles the failures that belong to a recycle and never
+// count against the restart intensity: a worker killed over its hard memory
+// limit restarts at once; a retiring worker is let go; a replacement that
+// cannot start is dropped and the worker it was to replace serves on.
+func (p *poolActor) recycleFailure(system *actor.ActorSystem, sup actor.Supervisor, child *actor.PID, w *worker, reason any) bool {
+	switch {
+	case w.retiring:
+		sup.StopChildren(child)
+	case w.replaces != nil:
+		w.startErr = reasonError(reason)
+		p.s.Logger.Warn("replacement worker did not start; the worker it was to replace keeps serving",
+			"worker", w.slot.id, "replacing", w.replaces.slot.id, "error", describe(reason))
+		sup.StopChildren(child)
+	case w.killedFor != nil:
+		if _, ok := reason.(*crashed); !ok {
+			return false
+		}
+		p.recorded(w, *w.killedFor, "")
+		w.killedFor = nil
+		sup.RestartChildren(child)
+	default:
+		return false
+	}
+	return true
+}
+
 // restartAfter asks the pool (itself) to restart child once delay has
 // passed; the pool skips it if it has failed or is stopping by then.
 func (p *poolActor) restartAfter(system *actor.ActorSystem, self, child *actor.PID, delay time.Duration) {
@@ -58,9 +88,23 @@ func (p *poolActor) self(_ *actor.ActorSystem, sup actor.Supervisor) *actor.PID 
 	return sup.(actor.Context).Self()
 }
 
+// reasonError is a failure reason as an error, keeping the wrapped one.
+func reasonError(reason any) error {
+	switch r := reason.(type) {
+	case *launchError:
+		return r.err
+	case *bootFailed:
+		return r.err
+	}
+	return errors.New(describe(reason))
+}
+
 func describe(reason any) string {
 	switch r := reason.(type) {
 	case *crashed:
+		if r.killedBy != "" {
+			return "process " + r.status.String() + ", killed by the runtime: " + r.killedBy
+		}
 		return "process " + r.status.String()
 	case *launchError:
 		return r.err.Error()

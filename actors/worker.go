@@ -44,6 +44,7 @@ type workerActor struct {
 	stopping bool
 	run      *runner  // this incarnation's call context
 	jobs     chan job // feeds its runners; closed when the process is let go
+	killedBy string   // why the runtime killed the process, if it did
 }
 
 func newWorkerProps(slot *workerSlot) *actor.Props {
@@ -72,6 +73,8 @@ func (w *workerActor) Receive(ctx actor.Context) {
 		w.onExit(ctx, m)
 	case *transportBroken:
 		w.onTransportBroken(m)
+	case *killWorker:
+		w.onKill(m)
 	case *DescribeQuery, *StatsQuery:
 		w.answerQuery(ctx, m)
 	case *actor.Restarting:
@@ -167,6 +170,7 @@ type runner struct {
 	root         *actor.RootContext
 	gen          uint64
 	id           string
+	killedBy     atomic.Pointer[string] // set before the runtime kills the process
 }
 
 // startRunners starts capacity goroutines serving jobs until it is closed.
@@ -190,6 +194,11 @@ func (r *runner) call(j job) {
 	down := func() { r.root.Send(r.parent, &workerDown{worker: r.self, gen: r.gen}) }
 	reply := runCall(j.ctx, r.h, req, down)
 	reply.WorkerId = r.id
+	if f := reply.GetFailure(); f.GetCode() == apb.Failure_CODE_WORKER_CRASHED {
+		if why := r.killedBy.Load(); why != nil {
+			f.KilledBy = *why
+		}
+	}
 	if reply.GetFailure().GetCode() == apb.Failure_CODE_TRANSPORT {
 		r.root.Send(r.self, &transportBroken{gen: r.gen, err: reply.GetFailure().GetMessage()})
 	}
@@ -249,9 +258,24 @@ func (w *workerActor) onExit(ctx actor.Context, m *processExited) {
 	if m.gen != w.gen || w.stopping {
 		return
 	}
-	w.slot.log.Warn("worker process died", "pid", w.h.Pid(), "status", m.status.String())
+	if w.killedBy != "" {
+		w.slot.log.Info("worker killed by the runtime", "pid", w.h.Pid(), "status", m.status.String(), "why", w.killedBy)
+	} else {
+		w.slot.log.Warn("worker process died", "pid", w.h.Pid(), "status", m.status.String())
+	}
 	ctx.Send(ctx.Parent(), &workerDown{worker: ctx.Self(), gen: w.gen})
-	panic(&crashed{status: m.status})
+	panic(&crashed{status: m.status, killedBy: w.killedBy})
+}
+
+// onKill kills the process at once for the reason the pool gives; its exit
+// then takes the crash path, carrying the reason.
+func (w *workerActor) onKill(m *killWorker) {
+	if m.gen != w.gen || w.h == nil || w.stopping {
+		return
+	}
+	w.killedBy = m.detail
+	w.run.killedBy.Store(&m.detail)
+	go w.h.Kill()
 }
 
 // onTransportBroken replaces a worker whose connection failed while its

@@ -110,6 +110,11 @@ func (s *Supervisor) Decide(child string) Decision {
 	return Decision{Restart: true, Delay: delay, Restarts: len(s.all)}
 }
 
+// Forget drops what the supervisor remembers of child's restarts (its
+// backoff); the pool-wide intensity keeps counting them. Call it when a
+// child is gone for good.
+func (s *Supervisor) Forget(child string) { delete(s.perChild, child) }
+
 // Backoff is the delay before a restart that follows n recent restarts of
 // the same child: InitialBackoff·2ⁿ, capped at MaxBackoff, then jittered.
 func (s *Supervisor) Backoff(n int) time.Duration {

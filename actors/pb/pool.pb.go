@@ -267,7 +267,10 @@ type Failure struct {
 	// For CODE_WORKER_CRASHED: the signal number that killed it (0 if none).
 	Signal int32 `protobuf:"varint,4,opt,name=signal,proto3" json:"signal,omitempty"`
 	// Last lines the worker wrote to stderr, when known.
-	StderrTail    string `protobuf:"bytes,5,opt,name=stderr_tail,json=stderrTail,proto3" json:"stderr_tail,omitempty"`
+	StderrTail string `protobuf:"bytes,5,opt,name=stderr_tail,json=stderrTail,proto3" json:"stderr_tail,omitempty"`
+	// For CODE_WORKER_CRASHED: why the runtime killed the worker (e.g. its
+	// memory over the hard limit); empty when it died on its own.
+	KilledBy      string `protobuf:"bytes,6,opt,name=killed_by,json=killedBy,proto3" json:"killed_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -337,6 +340,13 @@ func (x *Failure) GetStderrTail() string {
 	return ""
 }
 
+func (x *Failure) GetKilledBy() string {
+	if x != nil {
+		return x.KilledBy
+	}
+	return ""
+}
+
 var File_snakepit_actors_v1_pool_proto protoreflect.FileDescriptor
 
 const file_snakepit_actors_v1_pool_proto_rawDesc = "" +
@@ -353,14 +363,15 @@ const file_snakepit_actors_v1_pool_proto_rawDesc = "" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12/\n" +
 	"\x05reply\x18\x02 \x01(\v2\x19.snakepit.v1.ExecuteReplyR\x05reply\x125\n" +
 	"\afailure\x18\x03 \x01(\v2\x1b.snakepit.actors.v1.FailureR\afailure\x12\x1b\n" +
-	"\tworker_id\x18\x04 \x01(\tR\bworkerId\"\xe5\x02\n" +
+	"\tworker_id\x18\x04 \x01(\tR\bworkerId\"\x82\x03\n" +
 	"\aFailure\x124\n" +
 	"\x04code\x18\x01 \x01(\x0e2 .snakepit.actors.v1.Failure.CodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1b\n" +
 	"\texit_code\x18\x03 \x01(\x05R\bexitCode\x12\x16\n" +
 	"\x06signal\x18\x04 \x01(\x05R\x06signal\x12\x1f\n" +
 	"\vstderr_tail\x18\x05 \x01(\tR\n" +
-	"stderrTail\"\xb3\x01\n" +
+	"stderrTail\x12\x1b\n" +
+	"\tkilled_by\x18\x06 \x01(\tR\bkilledBy\"\xb3\x01\n" +
 	"\x04Code\x12\x14\n" +
 	"\x10CODE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eCODE_SATURATED\x10\x01\x12\x17\n" +

@@ -48,6 +48,38 @@ func Table(path string, types ...string) (string, error) {
 	return b.String(), nil
 }
 
+// Source is one Go file and the structs of it the reference shows; Titles
+// renames them (e.g. supervision.Policy is PoolConfig's RestartPolicy).
+type Source struct {
+	Path   string
+	Types  []string
+	Titles map[string]string
+}
+
+// Sources are the structs of the configuration reference, relative to the
+// repository root.
+var Sources = []Source{
+	{Path: "config.go", Types: []string{"Config", "PoolConfig"}},
+	{Path: "supervision/policy.go", Types: []string{"Policy"}, Titles: map[string]string{"Policy": "RestartPolicy"}},
+	{Path: "supervision/recycle.go", Types: []string{"RecyclePolicy"}},
+}
+
+// Reference renders every table of Sources, reading the files under root.
+func Reference(root string) (string, error) {
+	var b strings.Builder
+	for _, src := range Sources {
+		t, err := Table(root+"/"+src.Path, src.Types...)
+		if err != nil {
+			return "", err
+		}
+		for from, to := range src.Titles {
+			t = strings.Replace(t, "**"+from+"**", "**"+to+"**", 1)
+		}
+		b.WriteString(t)
+	}
+	return b.String(), nil
+}
+
 // Splice replaces the text between Begin and End in doc with table.
 func Splice(doc, table string) (string, error) {
 	i, j := strings.Index(doc, Begin), strings.Index(doc, End)

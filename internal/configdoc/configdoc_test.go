@@ -9,7 +9,7 @@ import (
 // TestReadmeTableIsCurrent fails when README.md's config table differs from
 // what config.go's doc comments say: run `go generate` in the repo root.
 func TestReadmeTableIsCurrent(t *testing.T) {
-	table, err := Table("../../config.go", "Config", "PoolConfig")
+	table, err := Reference("../..")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -24,7 +24,7 @@ func TestReadmeTableIsCurrent(t *testing.T) {
 	if want != string(readme) {
 		t.Fatal("README.md's config table is out of date: run `go generate` in the repository root")
 	}
-	for _, field := range []string{"`Pools`", "`Adapter`", "`QueueSize`", "`Restart`"} {
+	for _, field := range []string{"`Pools`", "`Adapter`", "`QueueSize`", "`Restart`", "**RestartPolicy**", "`MaxRestarts`", "**RecyclePolicy**", "`MaxRequests`"} {
 		if !strings.Contains(table, field) {
 			t.Errorf("table lacks %s", field)
 		}

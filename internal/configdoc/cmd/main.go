@@ -1,4 +1,5 @@
-// Command configdoc rewrites the config table of README.md from config.go.
+// Command configdoc rewrites the configuration reference of README.md from the
+// doc comments of the config structs (configdoc.Sources).
 package main
 
 import (
@@ -9,14 +10,14 @@ import (
 )
 
 func main() {
-	if err := run("config.go", "README.md"); err != nil {
+	if err := run(".", "README.md"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 }
 
-func run(src, doc string) error {
-	table, err := configdoc.Table(src, "Config", "PoolConfig")
+func run(root, doc string) error {
+	table, err := configdoc.Reference(root)
 	if err != nil {
 		return err
 	}
