@@ -31,6 +31,7 @@ test-python:
 
 bench: setup
 	$(GO) run ./bench/callbench
+	$(GO) run ./bench/recyclebench
 
 proto:
 	scripts/gen-proto.sh
