@@ -5,7 +5,21 @@ import (
 	"fmt"
 
 	"github.com/snakepit-go/snakepit/actors"
+	"github.com/snakepit-go/snakepit/supervision"
 	"github.com/snakepit-go/snakepit/telemetry"
+)
+
+// RecycleReason says why a worker was recycled (telemetry.WorkerRecycled's
+// Reason, PoolHealth.Recycles' keys).
+type RecycleReason = supervision.RecycleReason
+
+// The reasons a worker is recycled.
+const (
+	RecycleAge             = supervision.RecycleAge
+	RecycleRequests        = supervision.RecycleRequests
+	RecycleMemory          = supervision.RecycleMemory
+	RecycleMemoryHardLimit = supervision.RecycleMemoryHardLimit
+	RecycleManual          = supervision.RecycleManual
 )
 
 // ErrUnknownWorker: no worker of that id in the pool (see Runtime.Health for
