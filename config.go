@@ -3,8 +3,10 @@ package snakepit
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -123,10 +125,20 @@ type PoolConfig struct {
 	// calls served or memory. A replacement starts first; the old worker
 	// finishes its calls, then stops. Default: off (see RecyclePolicy).
 	Recycle RecyclePolicy
+
+	// Watchdog finds stuck and frozen workers: a call that keeps running
+	// HangGrace after its caller gave up, or a worker failing HealthFailures
+	// health checks in a row, gets its worker killed and replaced. Default:
+	// 5s grace; a check every 5s, 2s each, 2 failures (see WatchdogPolicy).
+	Watchdog WatchdogPolicy
 }
 
 // RestartPolicy is the supervision policy of a pool's workers.
 type RestartPolicy = supervision.Policy
+
+// WatchdogPolicy is how a pool finds stuck and frozen workers; see the
+// WatchdogPolicy table in the README.
+type WatchdogPolicy = supervision.WatchdogPolicy
 
 // RecyclePolicy is when a pool replaces its workers (TTL, request count,
 // memory); see the RecyclePolicy table in the README.
@@ -237,13 +249,23 @@ func (p PoolConfig) validate(v *validator, at string, seen map[string]int, i int
 		v.add(at+".threads_per_worker", fmt.Sprintf("must be ≥ 1 (got %d); 0 means the default, %d", p.ThreadsPerWorker, profiles.DefaultThreadsPerWorker))
 	}
 	v.nonNegative(at+".start_timeout", p.StartTimeout)
-	for k := range p.Env {
+	for _, k := range slices.Sorted(maps.Keys(p.Env)) { // the same message every time
 		if !envKeyRe.MatchString(k) {
 			v.add(at+".env", fmt.Sprintf("%q is not a valid variable name", k))
 		}
 	}
 	validateRestart(p.Restart, v, at+".restart")
 	validateRecycle(p.Recycle, v, at+".recycle")
+	validateWatchdog(p.Watchdog, v, at+".watchdog")
+}
+
+func validateWatchdog(w WatchdogPolicy, v *validator, at string) {
+	v.nonNegative(at+".hang_grace", w.HangGrace)
+	v.nonNegative(at+".health_interval", w.HealthInterval)
+	v.nonNegative(at+".health_timeout", w.HealthTimeout)
+	if w.HealthFailures < 0 {
+		v.add(at+".health_failures", fmt.Sprintf("must be ≥ 1 (got %d); 0 means the default, %d", w.HealthFailures, supervision.DefaultHealthFailures))
+	}
 }
 
 func validateRecycle(r RecyclePolicy, v *validator, at string) {
@@ -322,6 +344,7 @@ func (c Config) withDefaults() Config {
 		}
 		p.StartTimeout = orDuration(p.StartTimeout, DefaultStartTimeout)
 		p.Restart = p.Restart.WithDefaults()
+		p.Watchdog = p.Watchdog.WithDefaults()
 		pools[i] = p
 	}
 	c.Pools = pools

@@ -123,6 +123,7 @@ func (rt *Runtime) startPool(ctx context.Context, p PoolConfig) error {
 				MaxMessageBytes: rt.cfg.MaxMessageBytes, Processes: rt.procs,
 			},
 			StartTimeout: p.StartTimeout, ShutdownGrace: rt.cfg.ShutdownGrace, KillAfter: rt.cfg.KillAfter,
+			Watchdog: p.Watchdog,
 		},
 	}
 	pid, err := rt.system.Root.SpawnNamed(actors.NewPoolProps(settings), "pool-"+p.Name)
@@ -208,7 +209,10 @@ func (rt *Runtime) abort() {
 // ErrUnencodableResult, ErrPoolSaturated, ErrWorkerCrashed
 // (*WorkerCrashedError), ErrPoolUnavailable, ErrTransport, ErrStopped, or
 // the context's error.
-func (rt *Runtime) Call(ctx context.Context, pool, tool string, args any) (*Result, error) {
+//
+// Options: Idempotent(n) lets the call be retried, up to n more times, when
+// the worker running it dies under it.
+func (rt *Runtime) Call(ctx context.Context, pool, tool string, args any, opts ...CallOption) (*Result, error) {
 	pid, err := rt.pool(pool)
 	if err != nil {
 		return nil, err
@@ -230,15 +234,26 @@ func (rt *Runtime) Call(ctx context.Context, pool, tool string, args any) (*Resu
 	}
 	deadline, _ := ctx.Deadline()
 	req := &apb.CallRequest{Execute: &wpb.ExecuteRequest{
-		RequestId: rt.runID + "-" + strconv.FormatUint(rt.seq.Add(1), 36), Tool: tool,
+		RequestId: rt.requestID(), Tool: tool,
 		ArgsJson: argsJSON, BinaryArgs: binary, DeadlineUnixNano: deadline.UnixNano(),
 	}}
 	if size := proto.Size(req); size > rt.cfg.MaxMessageBytes {
 		return nil, callError(pool, tool, ErrMessageTooLarge, fmt.Sprintf(
 			"the request is %d bytes, more than Config.MaxMessageBytes (%d)", size, rt.cfg.MaxMessageBytes))
 	}
-	return rt.roundTrip(ctx, pid, pool, req)
+	o := callOptions(opts)
+	for attempt := 0; ; attempt++ {
+		res, err := rt.roundTrip(ctx, pid, pool, req)
+		if attempt >= o.retries || !retryable(err) || ctx.Err() != nil {
+			return res, err
+		}
+		rt.log.Info("retrying an idempotent call whose worker died", "pool", pool, "tool", tool, "attempt", attempt+2, "error", err)
+		req = proto.Clone(req).(*apb.CallRequest) // the pool may still hold the last one
+		req.Execute.RequestId = rt.requestID()
+	}
 }
+
+func (rt *Runtime) requestID() string { return rt.runID + "-" + strconv.FormatUint(rt.seq.Add(1), 36) }
 
 func (rt *Runtime) roundTrip(ctx context.Context, pid *actor.PID, pool string, req *apb.CallRequest) (*Result, error) {
 	box := actors.NewReplyBox(rt.system)

@@ -12,14 +12,16 @@ import (
 	apb "github.com/snakepit-go/snakepit/actors/pb"
 	"github.com/snakepit-go/snakepit/pyworker"
 	wpb "github.com/snakepit-go/snakepit/pyworker/pb"
+	"github.com/snakepit-go/snakepit/supervision"
 )
 
 // WorkerSettings are shared by every worker of a pool.
 type WorkerSettings struct {
-	Spec          pyworker.Spec // template; ID and Logger are set per worker
-	StartTimeout  time.Duration // spawn to ready
-	ShutdownGrace time.Duration // in-flight calls may finish within it on stop
-	KillAfter     time.Duration // after SIGTERM, before SIGKILL
+	Spec          pyworker.Spec              // template; ID and Logger are set per worker
+	Watchdog      supervision.WatchdogPolicy // defaults applied
+	StartTimeout  time.Duration              // spawn to ready
+	ShutdownGrace time.Duration              // in-flight calls may finish within it on stop
+	KillAfter     time.Duration              // after SIGTERM, before SIGKILL
 }
 
 // crashSettle bounds how long a call whose connection broke waits to learn
@@ -45,11 +47,18 @@ type workerActor struct {
 	run      *runner  // this incarnation's call context
 	jobs     chan job // feeds its runners; closed when the process is let go
 	killedBy string   // why the runtime killed the process, if it did
+
+	// Watchdog state (watchdog.go).
+	abandoned   map[string]abandonedCall
+	probing     bool
+	healthDone  chan struct{}
+	checking    bool
+	healthFails int
 }
 
 func newWorkerProps(slot *workerSlot) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor {
-		return &workerActor{slot: slot, inflight: map[string]context.CancelFunc{}}
+		return &workerActor{slot: slot, inflight: map[string]context.CancelFunc{}, abandoned: map[string]abandonedCall{}}
 	}, actor.WithDispatcher(inlineDispatcher))
 }
 
@@ -75,6 +84,18 @@ func (w *workerActor) Receive(ctx actor.Context) {
 		w.onTransportBroken(m)
 	case *killWorker:
 		w.onKill(m)
+	case *callAbandoned:
+		w.onCallAbandoned(ctx, m)
+	case *probeDue:
+		if m.gen == w.gen {
+			w.probe(ctx)
+		}
+	case *inFlightSample:
+		w.onInFlightSample(ctx, m)
+	case *healthTick:
+		w.onHealthTick(ctx, m)
+	case *healthChecked:
+		w.onHealthChecked(m)
 	case *DescribeQuery, *StatsQuery:
 		w.answerQuery(ctx, m)
 	case *actor.Restarting:
@@ -122,6 +143,7 @@ func (w *workerActor) onLaunched(ctx actor.Context, m *launched) {
 		root.Send(self, &processExited{gen: gen, status: proc.Status()})
 	}()
 	w.startRunners(ctx, w.slot.settings.Spec.Capacity)
+	w.startHealthChecks(ctx)
 	ctx.Send(ctx.Parent(), &workerReady{worker: self, gen: w.gen, capacity: w.slot.settings.Spec.Capacity, pid: m.h.Pid()})
 }
 
@@ -202,9 +224,15 @@ func (r *runner) call(j job) {
 	if reply.GetFailure().GetCode() == apb.Failure_CODE_TRANSPORT {
 		r.root.Send(r.self, &transportBroken{gen: r.gen, err: reply.GetFailure().GetMessage()})
 	}
-	// The slot goes straight back to the pool, before the caller hears:
-	// the next call must not wait for a hop through the worker actor.
-	r.root.Send(r.parent, &slotFreed{worker: r.self, gen: r.gen, id: req.GetRequestId()})
+	if gaveUp(reply) {
+		// Python may still be running it: the worker actor frees the slot
+		// once Python says the call ended, or kills the worker (watchdog.go).
+		r.root.Send(r.self, &callAbandoned{gen: r.gen, id: req.GetRequestId(), tool: req.GetTool()})
+	} else {
+		// The slot goes straight back to the pool, before the caller hears:
+		// the next call must not wait for a hop through the worker actor.
+		r.root.Send(r.parent, &slotFreed{worker: r.self, gen: r.gen, id: req.GetRequestId()})
+	}
 	r.root.Send(j.d.caller, reply)
 	r.root.Send(r.self, &callDone{id: req.GetRequestId()})
 }
@@ -230,7 +258,7 @@ func runCall(ctx context.Context, h *pyworker.Handle, req *wpb.ExecuteRequest, d
 
 func classifyFailure(ctx context.Context, h *pyworker.Handle, err error, down func()) *apb.Failure {
 	switch {
-	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+	case errors.Is(ctx.Err(), context.DeadlineExceeded), errors.Is(err, context.DeadlineExceeded):
 		return &apb.Failure{Code: apb.Failure_CODE_DEADLINE, Message: "deadline exceeded while the worker ran the call"}
 	case errors.Is(ctx.Err(), context.Canceled):
 		return &apb.Failure{Code: apb.Failure_CODE_CANCELLED, Message: "cancelled by the caller"}
@@ -270,12 +298,10 @@ func (w *workerActor) onExit(ctx actor.Context, m *processExited) {
 // onKill kills the process at once for the reason the pool gives; its exit
 // then takes the crash path, carrying the reason.
 func (w *workerActor) onKill(m *killWorker) {
-	if m.gen != w.gen || w.h == nil || w.stopping {
+	if m.gen != w.gen || w.stopping {
 		return
 	}
-	w.killedBy = m.detail
-	w.run.killedBy.Store(&m.detail)
-	go w.h.Kill()
+	w.kill(m.detail)
 }
 
 // onTransportBroken replaces a worker whose connection failed while its
@@ -299,6 +325,10 @@ func (w *workerActor) release(end func(*pyworker.Handle)) {
 	if w.jobs != nil {
 		close(w.jobs) // runners finish the calls they hold, then exit
 		w.jobs = nil
+	}
+	if w.healthDone != nil {
+		close(w.healthDone)
+		w.healthDone = nil
 	}
 	if h := w.h; h != nil {
 		w.h = nil

@@ -48,8 +48,12 @@ type grpcConn struct {
 
 func (c *grpcConn) Execute(ctx context.Context, req *pb.ExecuteRequest) (*pb.ExecuteReply, error) {
 	reply, err := c.client.Execute(ctx, req)
-	if status.Code(err) == codes.ResourceExhausted {
+	switch status.Code(err) {
+	case codes.ResourceExhausted:
 		return nil, fmt.Errorf("%w: %s", ErrMessageTooLarge, status.Convert(err).Message())
+	case codes.DeadlineExceeded:
+		// gRPC's own timer may fire a moment before ctx reports it.
+		return nil, fmt.Errorf("%w: %s", context.DeadlineExceeded, status.Convert(err).Message())
 	}
 	return reply, err
 }

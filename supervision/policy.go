@@ -15,7 +15,8 @@ type Policy struct {
 	// Period is the window MaxRestarts counts over. Default 60s.
 	Period time.Duration
 	// InitialBackoff is the delay before a child's first restart within
-	// Period; it doubles with each further restart of that child. Default 100ms.
+	// Period; it doubles with each further restart of that child. Default
+	// 100ms, or MaxBackoff when that is smaller.
 	InitialBackoff time.Duration
 	// MaxBackoff caps the delay. Default 10s.
 	MaxBackoff time.Duration
@@ -39,11 +40,14 @@ func (p Policy) WithDefaults() Policy {
 	if p.Period == 0 {
 		p.Period = d.Period
 	}
-	if p.InitialBackoff == 0 {
-		p.InitialBackoff = d.InitialBackoff
-	}
 	if p.MaxBackoff == 0 {
 		p.MaxBackoff = d.MaxBackoff
+	}
+	if p.InitialBackoff == 0 {
+		p.InitialBackoff = d.InitialBackoff
+		if p.MaxBackoff > 0 && p.MaxBackoff < p.InitialBackoff {
+			p.InitialBackoff = p.MaxBackoff // capped, as every delay is
+		}
 	}
 	if p.Jitter == 0 {
 		p.Jitter = d.Jitter

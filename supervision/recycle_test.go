@@ -143,3 +143,27 @@ func TestFormatBytes(t *testing.T) {
 		}
 	}
 }
+
+func TestSettled(t *testing.T) {
+	cases := []struct {
+		python, before, after int
+		want                  bool
+	}{
+		{0, 0, 0, true},  // the abandoned call ended, nothing else runs
+		{1, 0, 0, false}, // it still runs
+		{1, 1, 1, true},  // one live call runs; the abandoned one ended
+		{2, 1, 1, false}, // both run
+		{1, 0, 1, false}, // a call sent after the question: it cannot be counted
+		{1, 1, 0, false}, // the live call ended meanwhile: be safe, ask again
+		{0, 2, 1, true},
+	}
+	for _, c := range cases {
+		if got := Settled(c.python, c.before, c.after); got != c.want {
+			t.Errorf("Settled(%d, %d, %d) = %v, want %v", c.python, c.before, c.after, got, c.want)
+		}
+	}
+	w := WatchdogPolicy{}.WithDefaults()
+	if w.HangGrace != DefaultHangGrace || w.HealthInterval != DefaultHealthInterval || w.HealthTimeout != DefaultHealthTimeout || w.HealthFailures != DefaultHealthFailures {
+		t.Fatalf("defaults: %+v", w)
+	}
+}

@@ -62,6 +62,7 @@ var Sources = []Source{
 	{Path: "config.go", Types: []string{"Config", "PoolConfig"}},
 	{Path: "supervision/policy.go", Types: []string{"Policy"}, Titles: map[string]string{"Policy": "RestartPolicy"}},
 	{Path: "supervision/recycle.go", Types: []string{"RecyclePolicy"}},
+	{Path: "supervision/watchdog.go", Types: []string{"WatchdogPolicy"}},
 }
 
 // Reference renders every table of Sources, reading the files under root.

@@ -32,3 +32,16 @@ def write_garbage() -> int:
 @tool
 def ping() -> str:
     return "pong"
+
+
+@tool
+def crash_until(path: str, crashes: int) -> int:
+    """Count this attempt in the file at ``path``; the first ``crashes``
+    attempts kill the worker (exit code 3), later ones return the count."""
+    with open(path, "a") as f:
+        f.write("attempt\n")
+    with open(path) as f:
+        attempts = sum(1 for _ in f)
+    if attempts <= crashes:
+        os._exit(3)
+    return attempts

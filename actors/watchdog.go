@@ -1,0 +1,192 @@
+package actors
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	apb "github.com/snakepit-go/snakepit/actors/pb"
+	wpb "github.com/snakepit-go/snakepit/pyworker/pb"
+	"github.com/snakepit-go/snakepit/supervision"
+)
+
+// The worker's watchdog: calls whose caller gave up keep their capacity
+// until Python reports them ended, and a worker that keeps such a call past
+// HangGrace, or fails HealthFailures health checks in a row, is killed and
+// replaced. Every check runs in a goroutine; its result comes back as a
+// message.
+
+// probeEvery is how often a worker holding abandoned calls asks Python
+// whether they ended.
+const probeEvery = 20 * time.Millisecond
+
+// Watchdog messages of a worker actor.
+type (
+	// callAbandoned: the caller gave up on call id (deadline or cancel).
+	callAbandoned struct {
+		gen      uint64
+		id, tool string
+	}
+	probeDue       struct{ gen uint64 }
+	inFlightSample struct {
+		gen       uint64
+		inFlight  int
+		activeAt0 int
+		err       error
+	}
+	healthTick    struct{ gen uint64 }
+	healthChecked struct {
+		gen uint64
+		err error
+	}
+)
+
+// abandonedCall is a call answered to its caller but maybe still running.
+type abandonedCall struct {
+	tool  string
+	since time.Time
+}
+
+// gaveUp reports whether a call ended because its caller gave up, or its
+// deadline passed in Python: Python may still be running it.
+func gaveUp(r *apb.CallReply) bool {
+	switch r.GetFailure().GetCode() {
+	case apb.Failure_CODE_DEADLINE, apb.Failure_CODE_CANCELLED:
+		return true
+	}
+	switch r.GetReply().GetError().GetKind() {
+	case wpb.ErrorInfo_KIND_DEADLINE_EXCEEDED, wpb.ErrorInfo_KIND_CANCELLED:
+		return true
+	}
+	return false
+}
+
+func (w *workerActor) watchdog() supervision.WatchdogPolicy { return w.slot.settings.Watchdog }
+
+// active counts the calls running on this worker that no caller gave up on.
+func (w *workerActor) active() int {
+	n := 0
+	for id := range w.inflight {
+		if _, gone := w.abandoned[id]; !gone {
+			n++
+		}
+	}
+	return n
+}
+
+func (w *workerActor) onCallAbandoned(ctx actor.Context, m *callAbandoned) {
+	if m.gen != w.gen || w.h == nil {
+		ctx.Send(ctx.Parent(), &slotFreed{worker: ctx.Self(), gen: m.gen, id: m.id})
+		return
+	}
+	w.abandoned[m.id] = abandonedCall{tool: m.tool, since: time.Now()}
+	w.probe(ctx)
+}
+
+// probe asks Python how many calls it runs, unless a probe is under way.
+func (w *workerActor) probe(ctx actor.Context) {
+	if w.probing || len(w.abandoned) == 0 || w.h == nil {
+		return
+	}
+	w.probing = true
+	self, root, gen, conn, before := ctx.Self(), ctx.ActorSystem().Root, w.gen, w.h.Conn, w.active()
+	timeout := w.watchdog().HealthTimeout
+	go func() {
+		c, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		st, err := conn.Stats(c)
+		root.Send(self, &inFlightSample{gen: gen, inFlight: int(st.GetInFlight()), activeAt0: before, err: err})
+	}()
+}
+
+func (w *workerActor) onInFlightSample(ctx actor.Context, m *inFlightSample) {
+	w.probing = false
+	if m.gen != w.gen || w.h == nil {
+		return
+	}
+	if m.err == nil && supervision.Settled(m.inFlight, m.activeAt0, w.active()) {
+		for id := range w.abandoned {
+			ctx.Send(ctx.Parent(), &slotFreed{worker: ctx.Self(), gen: w.gen, id: id})
+		}
+		clear(w.abandoned)
+		return
+	}
+	grace := w.watchdog().HangGrace
+	for id, a := range w.abandoned {
+		if stuck := time.Since(a.since); stuck >= grace {
+			w.kill(fmt.Sprintf("call %s of tool %q was still running %s after its caller gave up on it (PoolConfig.Watchdog.HangGrace %s)",
+				id, a.tool, stuck.Round(time.Millisecond), grace))
+			return
+		}
+	}
+	self, root, gen := ctx.Self(), ctx.ActorSystem().Root, w.gen
+	time.AfterFunc(probeEvery, func() { root.Send(self, &probeDue{gen: gen}) })
+}
+
+// startHealthChecks ticks this incarnation's health checks until done closes.
+func (w *workerActor) startHealthChecks(ctx actor.Context) {
+	done := make(chan struct{})
+	w.healthDone = done
+	self, root, gen := ctx.Self(), ctx.ActorSystem().Root, w.gen
+	t := time.NewTicker(w.watchdog().HealthInterval)
+	go func() {
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				root.Send(self, &healthTick{gen: gen})
+			case <-done:
+				return
+			}
+		}
+	}()
+}
+
+func (w *workerActor) onHealthTick(ctx actor.Context, m *healthTick) {
+	if m.gen != w.gen || w.h == nil || w.checking || w.killedBy != "" {
+		return
+	}
+	w.checking = true
+	self, root, gen, conn, timeout := ctx.Self(), ctx.ActorSystem().Root, w.gen, w.h.Conn, w.watchdog().HealthTimeout
+	go func() {
+		c, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		h, err := conn.Health(c)
+		if err == nil && !h.GetOk() {
+			err = fmt.Errorf("the worker reports it is not ok")
+		}
+		root.Send(self, &healthChecked{gen: gen, err: err})
+	}()
+}
+
+func (w *workerActor) onHealthChecked(m *healthChecked) {
+	w.checking = false
+	if m.gen != w.gen || w.h == nil {
+		return
+	}
+	if m.err == nil {
+		w.healthFails = 0
+		return
+	}
+	w.healthFails++
+	p := w.watchdog()
+	w.slot.log.Warn("worker failed a health check", "pid", w.h.Pid(), "in_a_row", w.healthFails, "of", p.HealthFailures, "error", m.err)
+	if w.healthFails >= p.HealthFailures {
+		w.kill(fmt.Sprintf("it failed %d health checks in a row, each allowed %s (PoolConfig.Watchdog): %v",
+			w.healthFails, p.HealthTimeout, m.err))
+	}
+}
+
+// kill kills the process at once, recording why; its exit then takes the
+// crash path, carrying the reason.
+func (w *workerActor) kill(why string) {
+	if w.h == nil || w.killedBy != "" {
+		return
+	}
+	w.slot.log.Warn("killing worker", "pid", w.h.Pid(), "why", why)
+	w.killedBy = why
+	w.run.killedBy.Store(&why)
+	go w.h.Kill()
+}
