@@ -296,6 +296,9 @@ func validateRestart(r RestartPolicy, v *validator, at string) {
 	v.nonNegative(at+".period", r.Period)
 	v.nonNegative(at+".initial_backoff", r.InitialBackoff)
 	v.nonNegative(at+".max_backoff", r.MaxBackoff)
+	if !r.Type.Valid() {
+		v.add(at+".type", fmt.Sprintf("%q is not a restart type (permanent, transient, temporary)", r.Type))
+	}
 	if !(r.Jitter >= 0 && r.Jitter <= 1) { // NaN too
 		v.add(at+".jitter", fmt.Sprintf("must be within 0 and 1 (got %g)", r.Jitter))
 	}

@@ -59,6 +59,10 @@ type WorkerHealth struct {
 	// Retiring: recycled, finishing its calls before it stops; it takes no
 	// new call. Starting: a replacement that is not ready yet.
 	Retiring, Starting bool
+	// LastExit says how its last process ended, e.g. "crashed: signal 9
+	// (SIGKILL)" or "killed by the runtime (...): it failed 2 health
+	// checks..."; "" while its first process runs.
+	LastExit string
 }
 
 // Health reports every pool, in Config order.
@@ -84,7 +88,7 @@ func poolHealth(s *actors.PoolStatus) PoolHealth {
 	for _, w := range s.Workers {
 		h.Workers = append(h.Workers, WorkerHealth{ID: w.ID, Pid: w.Pid, Ready: w.Ready, Capacity: w.Capacity, Load: w.Load,
 			Restarts: w.Restarts, AtCapacity: w.AtCapacity, Started: w.Started, Requests: w.Requests, RSS: w.RSS,
-			Retiring: w.Retiring, Starting: w.Starting})
+			Retiring: w.Retiring, Starting: w.Starting, LastExit: w.LastExit})
 	}
 	return h
 }

@@ -206,3 +206,40 @@ func TestWorkerSendingGarbageIsReplaced(t *testing.T) {
 		}
 	})
 }
+
+// TestTemporaryWorkersAreNotRestarted: a temporary worker that dies stays
+// gone (the others serve on; its last exit is reported); when the last one
+// goes, the pool fails and says why.
+func TestTemporaryWorkersAreNotRestarted(t *testing.T) {
+	p := pool(t, "p", "echo_tools", 2)
+	p.Restart.Type = "temporary"
+	rt, _ := start(t, p)
+	first := killWorker(t, rt, "p", 0)
+	waitFor(t, "the dead worker to be let go", 20*time.Second, func() bool { return len(health(t, rt, "p").Workers) == 1 })
+	h := health(t, rt, "p")
+	if h.Failed || h.Workers[0].Pid == first {
+		t.Fatalf("after one temporary worker died: %+v", h)
+	}
+	if _, err := rt.Call(callCtx(t), "p", "echo", nil); err != nil {
+		t.Fatalf("the other worker stopped serving: %v", err)
+	}
+	killWorker(t, rt, "p", 0)
+	waitFor(t, "the pool to fail", 20*time.Second, func() bool { return health(t, rt, "p").Failed })
+	if r := health(t, rt, "p").Reason; !strings.Contains(r, "temporary") {
+		t.Fatalf("failed pool's reason: %q", r)
+	}
+}
+
+// TestWorkerHealthSaysHowItsLastProcessEnded: the typed exit reason of a
+// crash reaches Health.
+func TestWorkerHealthSaysHowItsLastProcessEnded(t *testing.T) {
+	rt, _ := start(t, pool(t, "p", "echo_tools", 1))
+	old := killWorker(t, rt, "p", 0)
+	waitFor(t, "a restart", 20*time.Second, func() bool {
+		w := health(t, rt, "p").Workers[0]
+		return w.Ready && w.Pid != old
+	})
+	if got := health(t, rt, "p").Workers[0].LastExit; got != "crashed: signal 9 (SIGKILL)" {
+		t.Fatalf("LastExit = %q", got)
+	}
+}

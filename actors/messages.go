@@ -67,6 +67,8 @@ type WorkerStatus struct {
 	// Retiring: recycled, finishing its calls before it stops. Starting: a
 	// replacement not yet ready.
 	Retiring, Starting bool
+	// LastExit says how its last process ended ("" if none has).
+	LastExit string
 }
 
 // Messages between a pool and its workers.

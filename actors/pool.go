@@ -57,6 +57,8 @@ type worker struct {
 	job       *recycleJob          // the recycle replacing this worker
 	killedFor *supervision.Verdict // killed at once for this (hard memory limit)
 	startErr  error                // why a replacement did not start
+	letGo     bool                 // its restart type says it is not restarted
+	lastExit  string               // how its last process ended
 }
 
 func (w *worker) free() bool { return w.ready && !w.retiring && w.load < w.capacity }
@@ -378,7 +380,7 @@ func (p *poolActor) status() *PoolStatus {
 	for _, w := range p.workers {
 		ws := WorkerStatus{PID: w.pid, ID: w.slot.id, Pid: w.osPid, Ready: w.ready, Capacity: w.capacity, Load: w.load,
 			Restarts: w.restarts, AtCapacity: w.atCapacity, Requests: w.requests, RSS: w.rss, Retiring: w.retiring,
-			Starting: w.replaces != nil}
+			Starting: w.replaces != nil, LastExit: w.lastExit}
 		if w.ready {
 			ws.Started = w.started
 		}

@@ -254,6 +254,12 @@ func (p *poolActor) onTerminated(ctx actor.Context, who *actor.PID) {
 		old.job = nil
 		p.haltRollouts(ctx, job)
 		p.finishJob(ctx, job, fmt.Errorf("the replacement for worker %s did not start: %w", old.slot.id, w.startErr))
+	case w.letGo:
+		p.removeWorker(w)
+		if p.readyCount() == 0 && len(p.memberIDs()) == 0 {
+			p.fail(ctx, fmt.Errorf("every worker has exited and none is restarted (PoolConfig.Restart.Type %q)", p.sup.Type()))
+		}
+		return
 	default:
 		return
 	}

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/snakepit-go/snakepit/supervision"
 )
 
 // HandleFailure makes the pool actor its workers' supervisor strategy
@@ -34,9 +36,17 @@ func (p *poolActor) HandleFailure(system *actor.ActorSystem, sup actor.Superviso
 	default:
 		p.s.Logger.Error("worker actor failed", "worker", w.slot.id, "reason", fmt.Sprint(reason))
 	}
-	d := p.sup.Decide(w.slot.id)
-	if !d.Restart {
+	exit := exitOf(reason)
+	w.lastExit = exit.String()
+	d := p.sup.Decide(w.slot.id, exit)
+	switch {
+	case d.Escalate:
 		system.Root.Send(p.self(system, sup), &poolFailed{err: fmt.Errorf("%s; last failure of %s: %s", d.Reason, w.slot.id, describe(reason))})
+		return
+	case !d.Restart:
+		p.s.Logger.Warn("worker not restarted", "worker", w.slot.id, "why", d.Reason)
+		w.letGo = true
+		sup.StopChildren(child)
 		return
 	}
 	w.restarts++
@@ -86,6 +96,23 @@ func (p *poolActor) onRestartDue(ctx actor.Context, m *restartDue) {
 // self finds the pool's own PID from the supervisor (its context).
 func (p *poolActor) self(_ *actor.ActorSystem, sup actor.Supervisor) *actor.PID {
 	return sup.(actor.Context).Self()
+}
+
+// exitOf types a worker actor's failure reason.
+func exitOf(reason any) supervision.Exit {
+	switch r := reason.(type) {
+	case *crashed:
+		e := supervision.Exit{Kind: supervision.ExitCrashed, Code: r.status.Code, Signal: r.status.Signal}
+		if r.killedBy != "" {
+			e.Kind, e.Why = supervision.ExitKilled, r.killedBy
+		}
+		return e
+	case *bootFailed:
+		return supervision.Exit{Kind: supervision.ExitBootFailed, Code: -1, Why: r.err.Error()}
+	case *launchError:
+		return supervision.Exit{Kind: supervision.ExitCrashed, Code: -1, Why: r.err.Error()}
+	}
+	return supervision.Exit{Kind: supervision.ExitCrashed, Code: -1, Why: fmt.Sprint(reason)}
 }
 
 // reasonError is a failure reason as an error, keeping the wrapped one.

@@ -9,6 +9,10 @@ import (
 
 // Policy is how a supervisor reacts to its children failing.
 type Policy struct {
+	// Type says which exits a worker is restarted after: "permanent" (all),
+	// "transient" (abnormal ones: not an exit with code 0) or "temporary"
+	// (none; a pool whose workers are all gone fails). Default "permanent".
+	Type RestartType
 	// MaxRestarts is the restart intensity: at most this many restarts within
 	// Period; one more and the supervisor gives up. Default 10.
 	MaxRestarts int
@@ -27,7 +31,7 @@ type Policy struct {
 
 // DefaultPolicy returns the documented defaults.
 func DefaultPolicy() Policy {
-	return Policy{MaxRestarts: 10, Period: time.Minute, InitialBackoff: 100 * time.Millisecond,
+	return Policy{Type: Permanent, MaxRestarts: 10, Period: time.Minute, InitialBackoff: 100 * time.Millisecond,
 		MaxBackoff: 10 * time.Second, Jitter: 0.2}
 }
 
@@ -52,6 +56,9 @@ func (p Policy) WithDefaults() Policy {
 	if p.Jitter == 0 {
 		p.Jitter = d.Jitter
 	}
+	if p.Type == "" {
+		p.Type = Permanent
+	}
 	return p
 }
 
@@ -72,8 +79,12 @@ type Decision struct {
 	Delay time.Duration
 	// Restarts is the number of restarts within the period, this one included.
 	Restarts int
-	// Reason explains a decision to give up.
+	// Reason explains a decision not to restart.
 	Reason string
+	// Escalate is true when the supervisor gives up on all its children
+	// (restart intensity exceeded): the pool fails. False with Restart
+	// false means only this child is let go (its restart type).
+	Escalate bool
 }
 
 // Supervisor records restarts and decides. It is not safe for concurrent
@@ -98,12 +109,16 @@ func New(policy Policy, clock Clock, random func() float64) *Supervisor {
 	return &Supervisor{policy: policy.WithDefaults(), clock: clock, random: random, perChild: map[string][]time.Time{}}
 }
 
-// Decide records a failure of child and says whether and when to restart it.
-func (s *Supervisor) Decide(child string) Decision {
+// Decide records that child ended with exit and says whether and when to
+// restart it. Recycles never reach it: they are not failures.
+func (s *Supervisor) Decide(child string, exit Exit) Decision {
+	if !s.policy.Type.wantsRestart(exit) {
+		return Decision{Reason: fmt.Sprintf("a %s worker is not restarted after it %s", s.policy.Type, exit)}
+	}
 	now := s.clock.Now()
 	s.all = within(s.all, now, s.policy.Period)
 	if len(s.all) >= s.policy.MaxRestarts {
-		return Decision{Restarts: len(s.all), Reason: fmt.Sprintf(
+		return Decision{Restarts: len(s.all), Escalate: true, Reason: fmt.Sprintf(
 			"restart intensity exceeded: %d restarts within %s (PoolConfig.MaxRestarts / RestartPeriod)",
 			len(s.all), s.policy.Period)}
 	}
@@ -113,6 +128,9 @@ func (s *Supervisor) Decide(child string) Decision {
 	s.perChild[child] = append(mine, now)
 	return Decision{Restart: true, Delay: delay, Restarts: len(s.all)}
 }
+
+// Type is the restart type of the supervisor's children.
+func (s *Supervisor) Type() RestartType { return s.policy.Type }
 
 // Forget drops what the supervisor remembers of child's restarts (its
 // backoff); the pool-wide intensity keeps counting them. Call it when a
