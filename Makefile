@@ -59,3 +59,10 @@ fuzz:
 			$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$pkg; \
 		done; \
 	done
+
+# Long reliability runs: 1,000 worker restarts checked for leaks, plus the
+# crash storm; not part of make test.
+.PHONY: soak
+soak: setup
+	ft=$$(scripts/build-python-ft.sh | tail -n 1) && \
+	SNAKEPIT_SOAK=1 SNAKEPIT_TEST_PYTHON_FT=$$ft $(GO) test -race -count=1 -timeout 60m -run 'RestartsLeakNothing|CrashStorm|HostSIGKILL' -v .

@@ -61,6 +61,7 @@ func Start(ctx context.Context, cfg Config) (*Runtime, error) {
 	if err := rt.prepare(); err != nil {
 		return nil, err
 	}
+	pyworker.Sweep(cfg.RuntimeDir, rt.log.Named("sweep")) // orphans of dead hosts; logs what it swept
 	rt.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return telemetry.SlogToHclog(rt.log.Named("actor"))
 	}))
@@ -86,6 +87,9 @@ func (rt *Runtime) prepare() error {
 		return fmt.Errorf("snakepit: make the runtime directory (Config.RuntimeDir): %w", err)
 	}
 	rt.runDir = dir
+	if err := pyworker.WriteOwner(dir); err != nil { // for the sweep of a later start, should this host die
+		rt.log.Warn("cannot record this host in the run directory; a later start will not remove it", "error", err)
+	}
 	rt.runID, rt.token = randomHex(8), randomHex(32)
 	if rt.pkgDir, err = pyworker.InstallPackage(dir); err != nil {
 		_ = os.RemoveAll(dir)

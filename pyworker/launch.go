@@ -91,6 +91,7 @@ func (s Spec) command(sock string) Command {
 		"--adapter", s.Adapter, "--transport", s.Transport.Name(), "--socket", sock,
 		"--worker-id", s.ID, "--run-id", s.RunID, "--capacity", strconv.Itoa(s.Capacity),
 		"--watch-stdin"}
+	args = append(args, hostArgs()...) // lets a later start's sweep tell whether we are gone
 	if s.Profile != "" {
 		args = append(args, "--profile", s.Profile)
 	}

@@ -181,6 +181,13 @@ func (n *nativeConn) roundTrip(ctx context.Context, t wire.Type, parts ...[]byte
 	case f := <-ch:
 		return f, nil
 	case <-n.done:
+		// readLoop delivers a frame before it can fail the connection: an
+		// answer that came just before the worker closed is not lost.
+		select {
+		case f := <-ch:
+			return f, nil
+		default:
+		}
 		return frame{}, n.failure()
 	case <-ctx.Done():
 		n.mu.Lock()

@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 from snakepit import PROTOCOL_VERSION
 from snakepit.adapter import LoadedAdapter, load_adapter
@@ -63,6 +63,12 @@ class Options:
     #: Whether --profile was given (only then does "thread" ask for a declaration).
     profile_given: bool = False
     thread_checks: bool = False
+    #: The Go host that started the worker: its pid and its start time (field
+    #: 22 of /proc/<pid>/stat). 0 when not given. The worker only logs them;
+    #: they are in its command line so that a later runtime's start-up sweep
+    #: can tell whether this worker's host is gone (docs/reliability.md).
+    host_pid: int = 0
+    host_start: int = 0
 
 
 def _transport(value: str) -> str:
@@ -83,6 +89,19 @@ def _capacity(value: str) -> int:
     return number
 
 
+def _non_negative(what: str) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be an integer, got {value!r}") from None
+        if number < 0:
+            raise argparse.ArgumentTypeError(f"{what} must not be negative, got {number}")
+        return number
+
+    return parse
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
     parser = argparse.ArgumentParser(
         prog="python -m snakepit.worker",
@@ -97,6 +116,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
     parser.add_argument("--worker-id", default="", metavar="ID", help="worker id for logs")
     parser.add_argument("--run-id", default="", metavar="ID",
                         help="id of the Go runtime run that owns this process")
+    parser.add_argument("--host-pid", type=_non_negative("host pid"), default=0, metavar="PID",
+                        help="pid of the Go host that started this worker (for its orphan sweep)")
+    parser.add_argument("--host-start", type=_non_negative("host start time"), default=0,
+                        metavar="TICKS",
+                        help="start time of that host, field 22 of /proc/PID/stat (clock ticks "
+                             "after boot): with --host-pid it names the host even if its pid "
+                             "is reused")
     parser.add_argument("--capacity", type=_capacity, default=1, metavar="N",
                         help="how many calls to run at once (default 1)")
     parser.add_argument("--watch-stdin", action="store_true",
@@ -125,6 +151,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
         profile=profile,
         profile_given=ns.profile is not None,
         thread_checks=ns.thread_checks,
+        host_pid=ns.host_pid,
+        host_start=ns.host_start,
     )
 
 
@@ -273,8 +301,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if options.watch_stdin:
         start_stdin_watch()
     logger.debug(
-        "starting worker %s (run %s): adapter %r", options.worker_id or "-",
-        options.run_id or "-", options.adapter,
+        "starting worker %s (run %s, host pid %d started at %d): adapter %r",
+        options.worker_id or "-", options.run_id or "-", options.host_pid, options.host_start,
+        options.adapter,
     )
     try:
         token = _take_token()

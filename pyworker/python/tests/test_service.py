@@ -154,3 +154,20 @@ def test_worker_profile_options() -> None:
         check_profile(parse_args(base + ["--profile", "process", "--capacity", "2"]))
     with pytest.raises(SystemExit):
         parse_args(base + ["--profile", "auto"])
+
+
+def test_worker_host_options() -> None:
+    """--host-pid / --host-start name the Go host for its orphan sweep; the
+    worker accepts them (0 when absent) and refuses nonsense."""
+    from snakepit.worker import parse_args
+
+    base = ["--adapter", "m", "--socket", "/tmp/x.sock"]
+    options = parse_args(base)
+    assert (options.host_pid, options.host_start) == (0, 0)
+    options = parse_args(base + ["--host-pid", "4242", "--host-start", "987654321"])
+    assert (options.host_pid, options.host_start) == (4242, 987654321)
+    options = parse_args(base + ["--host-pid=7", "--host-start=8"])
+    assert (options.host_pid, options.host_start) == (7, 8)
+    for bad in (["--host-pid", "-1"], ["--host-pid", "x"], ["--host-start", "1.5"]):
+        with pytest.raises(SystemExit):
+            parse_args(base + bad)

@@ -459,3 +459,12 @@ def test_watch_stdin_exits_when_stdin_closes(spawn: Spawn) -> None:
     assert worker.execute_json("word_count", {"text": "still alive"}) == 2
     worker.proc.stdin.close()
     assert worker.wait_exit() == 70
+
+
+def test_host_identity_flags_are_accepted(spawn: Spawn) -> None:
+    # The Go runtime adds these to every worker it starts (the start-up sweep
+    # reads them back from /proc/PID/cmdline).
+    worker = spawn("examples.textstats",
+                   extra_args=["--host-pid", str(os.getpid()), "--host-start", "123456"])
+    worker.wait_ready()
+    assert worker.execute_json("word_count", {"text": "a b"}) == 2
