@@ -328,7 +328,7 @@ func routingCases() []badInput {
 		{name: "call/unknown pool", do: call("nope", "echo", nil), is: snakepit.ErrUnknownPool,
 			says: []string{`pool "nope"`, "configured pools: p, g"}},
 		{name: "call/empty tool name", do: call("p", "", nil), is: snakepit.ErrUnknownTool,
-			says: []string{"the tool name is empty"}},
+			says: []string{"the tool name is empty", "Runtime.Tools lists them"}},
 		{name: "call/unknown tool", do: call("p", "ecko", nil), is: snakepit.ErrUnknownTool,
 			says: []string{"unknown tool 'ecko'", "available tools: ", "echo", "bump", "junk_output"}},
 		{name: "call/unknown tool over gRPC", do: call("g", "ecko", nil), is: snakepit.ErrUnknownTool,
@@ -571,7 +571,7 @@ func ownRuntime(t *testing.T) *snakepit.Runtime {
 
 func stopCases() []badInput {
 	return []badInput{
-		{name: "stop/calls after Stop", is: snakepit.ErrStopped, says: []string{`pool "s": runtime stopped`},
+		{name: "stop/calls after Stop", is: snakepit.ErrStopped, says: []string{`pool "s": runtime stopped`, "snakepit.Start"},
 			do: func(t *testing.T, e *badInputEnv) error {
 				rt := ownRuntime(t)
 				if err := rt.Stop(callCtx(t)); err != nil {

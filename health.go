@@ -68,7 +68,7 @@ type WorkerHealth struct {
 // Health reports every pool, in Config order.
 func (rt *Runtime) Health(ctx context.Context) ([]PoolHealth, error) {
 	if rt.stopping.Load() {
-		return nil, fmt.Errorf("snakepit: health: %w", ErrStopped)
+		return nil, fmt.Errorf("snakepit: health: %w: Stop was called; start a new Runtime with snakepit.Start", ErrStopped)
 	}
 	out := make([]PoolHealth, 0, len(rt.names))
 	for _, name := range rt.names {

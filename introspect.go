@@ -117,7 +117,7 @@ func (rt *Runtime) Stats(ctx context.Context, pool string) ([]WorkerStats, error
 // pool returns the PID of the named pool.
 func (rt *Runtime) pool(name string) (*actor.PID, error) {
 	if rt.stopping.Load() {
-		return nil, fmt.Errorf("snakepit: pool %q: %w", name, ErrStopped)
+		return nil, fmt.Errorf("snakepit: pool %q: %w: Stop was called; start a new Runtime with snakepit.Start", name, ErrStopped)
 	}
 	pid, ok := rt.pools[name]
 	if !ok {

@@ -225,7 +225,7 @@ func (rt *Runtime) Call(ctx context.Context, pool, tool string, args any, opts .
 		return nil, fmt.Errorf("snakepit: %s.%s: %w", pool, tool, err)
 	}
 	if tool == "" {
-		return nil, callError(pool, tool, ErrUnknownTool, "the tool name is empty")
+		return nil, callError(pool, tool, ErrUnknownTool, "the tool name is empty: name one of the pool's tools (Runtime.Tools lists them)")
 	}
 	argsJSON, binary, err := encodeArgs(args)
 	if err != nil {
