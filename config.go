@@ -129,7 +129,7 @@ type PoolConfig struct {
 	// Watchdog finds stuck and frozen workers: a call that keeps running
 	// HangGrace after its caller gave up, or a worker failing HealthFailures
 	// health checks in a row, gets its worker killed and replaced. Default:
-	// 5s grace; a check every 5s, 2s each, 2 failures (see WatchdogPolicy).
+	// 5s grace; a check every 5s, 5s each, 3 failures (see WatchdogPolicy).
 	Watchdog WatchdogPolicy
 }
 

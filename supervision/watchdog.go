@@ -13,11 +13,15 @@ type WatchdogPolicy struct {
 	HangGrace time.Duration
 	// HealthInterval is how often each worker is health-checked. Default 5s.
 	HealthInterval time.Duration
-	// HealthTimeout bounds one health check. Default 2s.
+	// HealthTimeout bounds one health check. The worker answers it on a
+	// thread of its own, but that thread needs the GIL: a tool holding the
+	// GIL in C code for longer than HealthTimeout×HealthFailures (plus the
+	// intervals) is taken for a frozen worker; raise them for such tools.
+	// Default 5s.
 	HealthTimeout time.Duration
 	// HealthFailures is how many health checks in a row a worker may fail
 	// before it is killed and replaced (a frozen or wedged process).
-	// Default 2.
+	// Default 3.
 	HealthFailures int
 }
 
@@ -25,8 +29,8 @@ type WatchdogPolicy struct {
 const (
 	DefaultHangGrace      = 5 * time.Second
 	DefaultHealthInterval = 5 * time.Second
-	DefaultHealthTimeout  = 2 * time.Second
-	DefaultHealthFailures = 2
+	DefaultHealthTimeout  = 5 * time.Second
+	DefaultHealthFailures = 3
 )
 
 // WithDefaults fills the zero fields with their defaults.
