@@ -100,6 +100,9 @@ func TestRestartsLeakNothing(t *testing.T) {
 	if os.Getenv(EnvSoak) != "" {
 		restarts = 1000
 	}
+	if n, err := strconv.Atoi(os.Getenv("SNAKEPIT_TEST_RESTARTS")); err == nil {
+		restarts = n
+	}
 	before := goleak.IgnoreCurrent()
 	defer func() {
 		// protoactor's dead-letter throttle keeps a goroutine for one 1 s
@@ -138,8 +141,24 @@ func TestRestartsLeakNothing(t *testing.T) {
 	}
 	// Descriptors close with the goroutines that own them: allow them the
 	// time goleak allows goroutines, then compare.
-	waitFor(t, "the descriptors to close", 10*time.Second, func() bool { return len(openFDs(t)) <= len(fds) })
+	deadline := time.Now().Add(10 * time.Second)
+	for len(openFDs(t)) > len(fds) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if after := openFDs(t); len(after) > len(fds) {
+		t.Errorf("%d descriptors open before, %d after: %v", len(fds), len(after), fdTargets(after))
+	}
 	t.Logf("%d restarts: %d descriptors before, %d after", restarts, len(fds), len(openFDs(t)))
+}
+
+// fdTargets says what each descriptor refers to.
+func fdTargets(ents []os.DirEntry) []string {
+	var out []string
+	for _, e := range ents {
+		target, _ := os.Readlink(filepath.Join("/proc/self/fd", e.Name()))
+		out = append(out, e.Name()+"→"+target)
+	}
+	return out
 }
 
 func openFDs(t *testing.T) []os.DirEntry {
