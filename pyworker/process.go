@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"sync"
 	"syscall"
+
+	"github.com/snakepit-go/snakepit/internal/signame"
 )
 
 // ExitStatus says how a worker process ended.
@@ -22,7 +24,7 @@ func (s ExitStatus) Signaled() bool { return s.Signal != 0 }
 
 func (s ExitStatus) String() string {
 	if s.Signaled() {
-		return fmt.Sprintf("killed by signal %d (%s)", int(s.Signal), signalName(s.Signal))
+		return fmt.Sprintf("killed by signal %d (%s)", int(s.Signal), signame.Name(s.Signal))
 	}
 	return fmt.Sprintf("exit code %d", s.Code)
 }

@@ -21,4 +21,3 @@ func signalGroup(pid int, sig syscall.Signal) error {
 	return err
 }
 
-func signalName(sig syscall.Signal) string { return sig.String() }

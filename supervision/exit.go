@@ -3,6 +3,8 @@ package supervision
 import (
 	"fmt"
 	"syscall"
+
+	"github.com/snakepit-go/snakepit/internal/signame"
 )
 
 // ExitKind is why a worker's process ended.
@@ -59,7 +61,7 @@ func (e Exit) Normal() bool {
 func (e Exit) String() string {
 	status := fmt.Sprintf("exit code %d", e.Code)
 	if e.Signal != 0 {
-		status = fmt.Sprintf("signal %d (%s)", int(e.Signal), signalName(e.Signal))
+		status = fmt.Sprintf("signal %d (%s)", int(e.Signal), signame.Name(e.Signal))
 	}
 	switch e.Kind {
 	case ExitCrashed:
@@ -75,15 +77,6 @@ func (e Exit) String() string {
 	return e.Kind.String()
 }
 
-func signalName(s syscall.Signal) string {
-	names := map[syscall.Signal]string{syscall.SIGKILL: "SIGKILL", syscall.SIGTERM: "SIGTERM", syscall.SIGSEGV: "SIGSEGV",
-		syscall.SIGABRT: "SIGABRT", syscall.SIGINT: "SIGINT", syscall.SIGBUS: "SIGBUS", syscall.SIGFPE: "SIGFPE",
-		syscall.SIGHUP: "SIGHUP", syscall.SIGILL: "SIGILL", syscall.SIGPIPE: "SIGPIPE"}
-	if n, ok := names[s]; ok {
-		return n
-	}
-	return s.String()
-}
 
 // RestartType says which exits a worker is restarted after, as in OTP.
 type RestartType string
