@@ -79,20 +79,28 @@ func (l *lifecycleActor) Receive(ctx actor.Context) {
 }
 
 func (l *lifecycleActor) startTicker(ctx actor.Context) {
-	l.done = make(chan struct{})
-	self, root, done := ctx.Self(), ctx.ActorSystem().Root, l.done
-	t := time.NewTicker(l.policy.CheckInterval)
+	l.done = tickSelf(ctx, l.policy.CheckInterval, &lifecycleTick{})
+}
+
+// tickSelf sends msg to the actor every interval, from a goroutine, until
+// the returned channel is closed: a plain ticker (protoactor's scheduler
+// races under -race).
+func tickSelf(ctx actor.Context, every time.Duration, msg any) chan struct{} {
+	done := make(chan struct{})
+	self, root := ctx.Self(), ctx.ActorSystem().Root
+	t := time.NewTicker(every)
 	go func() {
 		defer t.Stop()
 		for {
 			select {
 			case <-t.C:
-				root.Send(self, &lifecycleTick{})
+				root.Send(self, msg)
 			case <-done:
 				return
 			}
 		}
 	}()
+	return done
 }
 
 // sampleMemory reads each worker's RSS in a goroutine.

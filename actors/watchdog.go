@@ -127,21 +127,7 @@ func (w *workerActor) onInFlightSample(ctx actor.Context, m *inFlightSample) {
 
 // startHealthChecks ticks this incarnation's health checks until done closes.
 func (w *workerActor) startHealthChecks(ctx actor.Context) {
-	done := make(chan struct{})
-	w.healthDone = done
-	self, root, gen := ctx.Self(), ctx.ActorSystem().Root, w.gen
-	t := time.NewTicker(w.watchdog().HealthInterval)
-	go func() {
-		defer t.Stop()
-		for {
-			select {
-			case <-t.C:
-				root.Send(self, &healthTick{gen: gen})
-			case <-done:
-				return
-			}
-		}
-	}()
+	w.healthDone = tickSelf(ctx, w.watchdog().HealthInterval, &healthTick{gen: w.gen})
 }
 
 func (w *workerActor) onHealthTick(ctx actor.Context, m *healthTick) {
