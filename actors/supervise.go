@@ -41,7 +41,7 @@ func (p *poolActor) HandleFailure(system *actor.ActorSystem, sup actor.Superviso
 	d := p.sup.Decide(w.slot.id, exit)
 	switch {
 	case d.Escalate:
-		system.Root.Send(p.self(system, sup), &poolFailed{err: fmt.Errorf("%s; last failure of %s: %s", d.Reason, w.slot.id, describe(reason))})
+		system.Root.Send(p.self(system, sup), &poolFailed{err: fmt.Errorf("%s; last failure of %s: %s", d.Reason, w.slot.id, exitOf(reason).String())})
 		return
 	case !d.Restart:
 		p.s.Logger.Warn("worker not restarted", "worker", w.slot.id, "why", d.Reason)
@@ -65,7 +65,7 @@ func (p *poolActor) recycleFailure(system *actor.ActorSystem, sup actor.Supervis
 	case w.replaces != nil:
 		w.startErr = reasonError(reason)
 		p.s.Logger.Warn("replacement worker did not start; the worker it was to replace keeps serving",
-			"worker", w.slot.id, "replacing", w.replaces.slot.id, "error", describe(reason))
+			"worker", w.slot.id, "replacing", w.replaces.slot.id, "error", exitOf(reason).String())
 		sup.StopChildren(child)
 	case w.killedFor != nil:
 		if _, ok := reason.(*crashed); !ok {
@@ -109,8 +109,8 @@ func exitOf(reason any) supervision.Exit {
 		return e
 	case *bootFailed:
 		return supervision.Exit{Kind: supervision.ExitBootFailed, Code: -1, Why: r.err.Error()}
-	case *launchError:
-		return supervision.Exit{Kind: supervision.ExitCrashed, Code: -1, Why: r.err.Error()}
+	case *launchError: // did not start, for a reason that may pass
+		return supervision.Exit{Kind: supervision.ExitBootFailed, Code: -1, Why: r.err.Error()}
 	}
 	return supervision.Exit{Kind: supervision.ExitCrashed, Code: -1, Why: fmt.Sprint(reason)}
 }
@@ -123,20 +123,6 @@ func reasonError(reason any) error {
 	case *bootFailed:
 		return r.err
 	}
-	return errors.New(describe(reason))
+	return errors.New(exitOf(reason).String())
 }
 
-func describe(reason any) string {
-	switch r := reason.(type) {
-	case *crashed:
-		if r.killedBy != "" {
-			return "process " + r.status.String() + ", killed by the runtime: " + r.killedBy
-		}
-		return "process " + r.status.String()
-	case *launchError:
-		return r.err.Error()
-	case *bootFailed:
-		return r.err.Error()
-	}
-	return fmt.Sprint(reason)
-}

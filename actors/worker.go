@@ -310,8 +310,8 @@ func (w *workerActor) onTransportBroken(m *transportBroken) {
 	if m.gen != w.gen || w.h == nil || w.stopping {
 		return
 	}
-	w.slot.log.Error("worker connection failed; killing the worker to replace it", "pid", w.h.Pid(), "error", m.err)
-	go w.h.Kill() // its exit arrives as processExited: the crash path restarts it
+	// Its exit arrives as processExited: the crash path restarts it.
+	w.kill("its connection failed while the process lived on: " + m.err)
 }
 
 // release ends the launch in progress and hands the process to end in a

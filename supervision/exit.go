@@ -19,7 +19,8 @@ const (
 	ExitKilled
 	// ExitRecycled: replaced on purpose (Why holds the RecycleReason).
 	ExitRecycled
-	// ExitBootFailed: it could not start its adapter.
+	// ExitBootFailed: it could not start (its adapter does not import, or it
+	// did not become ready within PoolConfig.StartTimeout).
 	ExitBootFailed
 	// ExitStopped: the runtime stopped it (Stop, or its pool failed).
 	ExitStopped
