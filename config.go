@@ -16,6 +16,7 @@ import (
 	"github.com/snakepit-go/snakepit/pyworker"
 	"github.com/snakepit-go/snakepit/pyworker/wire"
 	"github.com/snakepit-go/snakepit/supervision"
+	"github.com/snakepit-go/snakepit/telemetry"
 )
 
 // Config configures a Runtime. The zero value of every field means its
@@ -51,6 +52,13 @@ type Config struct {
 	// RuntimeDir is where the runtime makes its private (0700) directory for
 	// worker sockets and the embedded Python package. Default: os.TempDir().
 	RuntimeDir string
+
+	// OnEvent receives every event of the runtime from its very start (the
+	// workers starting and becoming ready, a boot failure), one at a time on
+	// a goroutine of its own, until Stop (or a failed Start) has delivered
+	// the last one; Runtime.Subscribe only sees events after it is called.
+	// See docs/telemetry.md. Default: none.
+	OnEvent func(telemetry.Event)
 }
 
 // PoolConfig configures one pool of Python workers.

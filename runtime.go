@@ -29,17 +29,18 @@ import (
 
 // Runtime owns the pools of Python workers started from one Config.
 type Runtime struct {
-	cfg    Config
-	log    hclog.Logger
-	system *actor.ActorSystem
-	pools  map[string]*actor.PID
-	names  []string
-	procs  *pyworker.ProcessSet
-	runDir string
-	pkgDir string
-	runID  string
-	token  string
-	events *telemetry.Bus
+	cfg     Config
+	log     hclog.Logger
+	system  *actor.ActorSystem
+	pools   map[string]*actor.PID
+	names   []string
+	procs   *pyworker.ProcessSet
+	runDir  string
+	pkgDir  string
+	runID   string
+	token   string
+	events  *telemetry.Bus
+	onEvent *telemetry.Subscription // Config.OnEvent's
 
 	seq      atomic.Uint64
 	stopping atomic.Bool
@@ -60,6 +61,9 @@ func Start(ctx context.Context, cfg Config) (*Runtime, error) {
 		events: telemetry.NewBus()}
 	if err := rt.prepare(); err != nil {
 		return nil, err
+	}
+	if cfg.OnEvent != nil { // closed by shutdown, which every later failure runs
+		rt.onEvent = rt.events.Subscribe(cfg.OnEvent)
 	}
 	pyworker.Sweep(cfg.RuntimeDir, rt.log.Named("sweep")) // orphans of dead hosts; logs what it swept
 	rt.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {

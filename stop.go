@@ -35,6 +35,9 @@ func (rt *Runtime) shutdown(ctx context.Context) error {
 		rt.system.Shutdown()
 	}
 	_ = os.RemoveAll(rt.runDir)
+	if rt.onEvent != nil {
+		rt.onEvent.Close() // after the last worker's events
+	}
 	return err
 }
 

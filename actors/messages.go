@@ -78,6 +78,7 @@ type (
 		gen      uint64
 		capacity int
 		pid      int
+		boot     time.Duration // from launch to ready
 	}
 	workerDown struct {
 		worker *actor.PID
@@ -90,9 +91,10 @@ type (
 	}
 	// dispatch carries a call to the worker incarnation gen.
 	dispatch struct {
-		req    *apb.CallRequest
-		caller *actor.PID
-		gen    uint64
+		req      *apb.CallRequest
+		caller   *actor.PID
+		gen      uint64
+		queuedAt time.Time // when it joined the queue, if it did
 	}
 	// requeue hands a call back to the pool: it reached a worker incarnation
 	// that can no longer run it, and never reached Python.
@@ -137,3 +139,9 @@ type (
 	// launchError: the worker did not start for a reason that may pass.
 	launchError struct{ err error }
 )
+
+// deadlinePassed reports whether d's call deadline is at or before now.
+func (d *dispatch) deadlinePassed(now time.Time) bool {
+	dl := d.req.GetExecute().GetDeadlineUnixNano()
+	return dl != 0 && dl <= now.UnixNano()
+}

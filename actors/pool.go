@@ -58,7 +58,10 @@ type worker struct {
 	killedFor *supervision.Verdict // killed at once for this (hard memory limit)
 	startErr  error                // why a replacement did not start
 	letGo     bool                 // its restart type says it is not restarted
-	lastExit  string               // how its last process ended
+	// The last restart's backoff and the pool's restarts within the period.
+	backoff          time.Duration
+	restartsInPeriod int
+	lastExit         string // how its last process ended
 }
 
 func (w *worker) free() bool { return w.ready && !w.retiring && w.load < w.capacity }
@@ -98,6 +101,7 @@ func NewPoolProps(s PoolSettings) *actor.Props {
 		if s.Clock == nil {
 			s.Clock = supervision.SystemClock{}
 		}
+		s.Worker.Pool, s.Worker.Events = s.Name, s.Events
 		return &poolActor{s: s, sup: supervision.New(s.Restart, s.Clock, nil), byID: map[string]*worker{},
 			inflight: map[string]*worker{}, timers: map[string]*time.Timer{},
 			policy: s.Recycle.WithDefaults(s.Size), recycles: map[supervision.RecycleReason]int64{}, random: rand.Float64}
@@ -190,10 +194,13 @@ func (p *poolActor) onCall(ctx actor.Context, d *dispatch) {
 	case len(p.queue) == 0 && p.tryDispatch(ctx, d):
 	case len(p.queue) >= p.s.QueueSize:
 		p.saturated++
+		publish(p.s.Events, telemetry.PoolSaturated{Time: time.Now(), Pool: p.s.Name, Tool: d.req.GetExecute().GetTool(),
+			Queued: len(p.queue), Limit: p.s.QueueSize})
 		p.reject(ctx, d, apb.Failure_CODE_SATURATED, fmt.Sprintf(
 			"pool %q is saturated: all %d workers busy and %d calls queued (PoolConfig.QueueSize)", p.s.Name, p.s.Size, len(p.queue)))
 	default:
 		p.noCapacity++
+		d.queuedAt = time.Now()
 		p.queue = append(p.queue, d)
 	}
 }
@@ -212,6 +219,10 @@ func (p *poolActor) tryDispatch(ctx actor.Context, d *dispatch) bool {
 	best.load++
 	if best.load == best.capacity {
 		best.atCapacity++
+		if listening(p.s.Events) {
+			p.s.Events.Publish(telemetry.CapacityReached{Time: time.Now(), Pool: p.s.Name, Worker: best.slot.id,
+				Capacity: best.capacity, Load: best.load})
+		}
 	}
 	d.gen = best.gen
 	p.inflight[d.req.GetExecute().GetRequestId()] = best
@@ -221,12 +232,16 @@ func (p *poolActor) tryDispatch(ctx actor.Context, d *dispatch) bool {
 
 // pump moves queued calls to free workers, dropping those past their deadline.
 func (p *poolActor) pump(ctx actor.Context) {
-	now := time.Now().UnixNano()
+	var now time.Time // read only when something is queued
 	for len(p.queue) > 0 {
 		d := p.queue[0]
-		if dl := d.req.GetExecute().GetDeadlineUnixNano(); dl != 0 && dl <= now {
+		if now.IsZero() {
+			now = time.Now()
+		}
+		if d.deadlinePassed(now) {
 			p.queue = p.queue[1:]
 			p.reject(ctx, d, apb.Failure_CODE_DEADLINE, "deadline exceeded while queued")
+			p.queueTimedOut(d, now)
 			continue
 		}
 		if !p.tryDispatch(ctx, d) {
@@ -235,6 +250,12 @@ func (p *poolActor) pump(ctx actor.Context) {
 		p.queue = p.queue[1:]
 	}
 	p.answerDrainers(ctx)
+}
+
+// queueTimedOut publishes that d's deadline passed while it was queued.
+func (p *poolActor) queueTimedOut(d *dispatch, now time.Time) {
+	publish(p.s.Events, telemetry.QueueTimeout{Time: now, Pool: p.s.Name, Tool: d.req.GetExecute().GetTool(),
+		Waited: now.Sub(d.queuedAt)})
 }
 
 func (p *poolActor) reject(ctx actor.Context, d *dispatch, code apb.Failure_Code, msg string) {
@@ -260,6 +281,9 @@ func (p *poolActor) onCancel(ctx actor.Context, m *apb.CancelCall) {
 		if d.req.GetExecute().GetRequestId() == id {
 			p.queue = append(p.queue[:i], p.queue[i+1:]...)
 			p.reject(ctx, d, apb.Failure_CODE_CANCELLED, "cancelled by the caller while queued")
+			if now := time.Now(); d.deadlinePassed(now) { // the caller's deadline, not a cancel
+				p.queueTimedOut(d, now)
+			}
 			p.answerDrainers(ctx)
 			return
 		}
@@ -276,6 +300,8 @@ func (p *poolActor) onReady(ctx actor.Context, m *workerReady) {
 	}
 	w.ready, w.gen, w.load, w.capacity, w.osPid = true, m.gen, 0, m.capacity, m.pid
 	w.started, w.requests, w.rss, w.killedFor = p.now(), 0, 0, nil
+	publish(p.s.Events, telemetry.WorkerReady{Time: time.Now(), Pool: p.s.Name, Worker: w.slot.id, Pid: m.pid,
+		Capacity: m.capacity, Boot: m.boot})
 	if w.replaces != nil {
 		p.promoteReplacement(ctx, w)
 	}

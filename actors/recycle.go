@@ -233,7 +233,11 @@ func (p *poolActor) onDrainTimedOut(ctx actor.Context, m *drainTimedOut) {
 // failed to start.
 func (p *poolActor) onTerminated(ctx actor.Context, who *actor.PID) {
 	w := p.byID[who.Id]
-	if w == nil || p.failed != "" {
+	if w == nil {
+		return
+	}
+	publish(p.s.Events, telemetry.WorkerStopped{Time: time.Now(), Pool: p.s.Name, Worker: w.slot.id, Reason: p.stopReason(w)})
+	if p.failed != "" {
 		return
 	}
 	switch {
@@ -264,6 +268,21 @@ func (p *poolActor) onTerminated(ctx actor.Context, who *actor.PID) {
 		return
 	}
 	p.startRecycles(ctx)
+}
+
+// stopReason says why w's actor ended, for telemetry.WorkerStopped.
+func (p *poolActor) stopReason(w *worker) string {
+	switch {
+	case w.retiring:
+		return "recycled"
+	case w.replaces != nil:
+		return "replacement did not start"
+	case w.letGo:
+		return "not restarted"
+	case p.failed != "":
+		return "pool failed"
+	}
+	return "stop"
 }
 
 func (p *poolActor) removeWorker(w *worker) {

@@ -8,6 +8,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/snakepit-go/snakepit/supervision"
+	"github.com/snakepit-go/snakepit/telemetry"
 )
 
 // HandleFailure makes the pool actor its workers' supervisor strategy
@@ -21,12 +22,14 @@ func (p *poolActor) HandleFailure(system *actor.ActorSystem, sup actor.Superviso
 		return
 	}
 	w.ready = false
+	p.publishCrash(w, reason)
 	if p.recycleFailure(system, sup, child, w, reason) {
 		return
 	}
 	switch r := reason.(type) {
 	case *bootFailed:
 		p.s.Logger.Error("worker cannot boot; not restarting it", "worker", w.slot.id, "error", r.err)
+		publish(p.s.Events, telemetry.BootFailed{Time: time.Now(), Pool: p.s.Name, Worker: w.slot.id, Error: r.err.Error()})
 		system.Root.Send(p.self(system, sup), &poolFailed{err: r.err})
 		return
 	case *crashed:
@@ -41,7 +44,9 @@ func (p *poolActor) HandleFailure(system *actor.ActorSystem, sup actor.Superviso
 	d := p.sup.Decide(w.slot.id, exit)
 	switch {
 	case d.Escalate:
-		system.Root.Send(p.self(system, sup), &poolFailed{err: fmt.Errorf("%s; last failure of %s: %s", d.Reason, w.slot.id, exitOf(reason).String())})
+		publish(p.s.Events, telemetry.RestartIntensityExceeded{Time: time.Now(), Pool: p.s.Name, Restarts: d.Restarts,
+			Period: p.sup.Period(), LastExit: exit.String()})
+		system.Root.Send(p.self(system, sup), &poolFailed{err: fmt.Errorf("%s; last failure of %s: %s", d.Reason, w.slot.id, exit)})
 		return
 	case !d.Restart:
 		p.s.Logger.Warn("worker not restarted", "worker", w.slot.id, "why", d.Reason)
@@ -50,8 +55,24 @@ func (p *poolActor) HandleFailure(system *actor.ActorSystem, sup actor.Superviso
 		return
 	}
 	w.restarts++
+	w.backoff, w.restartsInPeriod = d.Delay, d.Restarts
 	p.s.Logger.Info("restarting worker", "worker", w.slot.id, "backoff", d.Delay, "restarts_in_period", d.Restarts)
 	p.restartAfter(system, p.self(system, sup), child, d.Delay)
+}
+
+// publishCrash publishes the death of w's process, unless it was killed
+// over its hard memory limit: that is a recycle, told as one.
+func (p *poolActor) publishCrash(w *worker, reason any) {
+	c, ok := reason.(*crashed)
+	if !ok || w.killedFor != nil || p.s.Events == nil {
+		return
+	}
+	e := telemetry.WorkerCrashed{Time: time.Now(), Pool: p.s.Name, Worker: w.slot.id, Pid: w.osPid, ExitCode: c.status.Code,
+		Signal: int(c.status.Signal), KilledBy: c.killedBy, Exit: exitOf(reason).String()}
+	if !w.started.IsZero() {
+		e.Uptime = p.now().Sub(w.started)
+	}
+	p.s.Events.Publish(e)
 }
 
 // recycleFailure handles the failures that belong to a recycle and never
@@ -89,6 +110,10 @@ func (p *poolActor) restartAfter(system *actor.ActorSystem, self, child *actor.P
 func (p *poolActor) onRestartDue(ctx actor.Context, m *restartDue) {
 	delete(p.timers, m.child.Id)
 	if p.failed == "" && !p.stopping {
+		if w := p.byID[m.child.Id]; w != nil {
+			publish(p.s.Events, telemetry.WorkerRestarted{Time: time.Now(), Pool: p.s.Name, Worker: w.slot.id,
+				Backoff: w.backoff, Restarts: w.restartsInPeriod})
+		}
 		ctx.(actor.Supervisor).RestartChildren(m.child)
 	}
 }
@@ -125,4 +150,3 @@ func reasonError(reason any) error {
 	}
 	return errors.New(exitOf(reason).String())
 }
-

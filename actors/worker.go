@@ -13,12 +13,15 @@ import (
 	"github.com/snakepit-go/snakepit/pyworker"
 	wpb "github.com/snakepit-go/snakepit/pyworker/pb"
 	"github.com/snakepit-go/snakepit/supervision"
+	"github.com/snakepit-go/snakepit/telemetry"
 )
 
 // WorkerSettings are shared by every worker of a pool.
 type WorkerSettings struct {
 	Spec          pyworker.Spec              // template; ID and Logger are set per worker
 	Watchdog      supervision.WatchdogPolicy // defaults applied
+	Pool          string                     // the pool's name, for events
+	Events        *telemetry.Bus             // nil: no events
 	StartTimeout  time.Duration              // spawn to ready
 	ShutdownGrace time.Duration              // in-flight calls may finish within it on stop
 	KillAfter     time.Duration              // after SIGTERM, before SIGKILL
@@ -38,15 +41,16 @@ type workerSlot struct {
 
 // workerActor owns one Python process and its connection.
 type workerActor struct {
-	slot     *workerSlot
-	gen      uint64
-	h        *pyworker.Handle
-	cancel   context.CancelFunc // ends a launch in progress
-	inflight map[string]context.CancelFunc
-	stopping bool
-	run      *runner  // this incarnation's call context
-	jobs     chan job // feeds its runners; closed when the process is let go
-	killedBy string   // why the runtime killed the process, if it did
+	slot       *workerSlot
+	gen        uint64
+	h          *pyworker.Handle
+	cancel     context.CancelFunc // ends a launch in progress
+	inflight   map[string]context.CancelFunc
+	stopping   bool
+	run        *runner  // this incarnation's call context
+	jobs       chan job // feeds its runners; closed when the process is let go
+	killedBy   string   // why the runtime killed the process, if it did
+	launchedAt time.Time
 
 	// Watchdog state (watchdog.go).
 	abandoned   map[string]abandonedCall
@@ -110,6 +114,8 @@ func (w *workerActor) Receive(ctx actor.Context) {
 // launch starts the Python process in a goroutine: spawn, handshake, connect.
 func (w *workerActor) launch(ctx actor.Context) {
 	w.gen = w.slot.gen.Add(1)
+	w.launchedAt = time.Now()
+	publish(w.slot.settings.Events, telemetry.WorkerStarted{Time: w.launchedAt, Pool: w.slot.settings.Pool, Worker: w.slot.id})
 	spec := w.slot.settings.Spec
 	spec.ID, spec.Logger = w.slot.id, w.slot.log
 	lctx, cancel := context.WithTimeout(context.Background(), w.slot.settings.StartTimeout)
@@ -144,7 +150,8 @@ func (w *workerActor) onLaunched(ctx actor.Context, m *launched) {
 	}()
 	w.startRunners(ctx, w.slot.settings.Spec.Capacity)
 	w.startHealthChecks(ctx)
-	ctx.Send(ctx.Parent(), &workerReady{worker: self, gen: w.gen, capacity: w.slot.settings.Spec.Capacity, pid: m.h.Pid()})
+	ctx.Send(ctx.Parent(), &workerReady{worker: self, gen: w.gen, capacity: w.slot.settings.Spec.Capacity, pid: m.h.Pid(),
+		boot: time.Since(w.launchedAt)})
 }
 
 func (w *workerActor) onLaunchFailed(m *launchFailed) {
@@ -191,13 +198,15 @@ type runner struct {
 	self, parent *actor.PID
 	root         *actor.RootContext
 	gen          uint64
-	id           string
+	id, pool     string
+	events       *telemetry.Bus
 	killedBy     atomic.Pointer[string] // set before the runtime kills the process
 }
 
 // startRunners starts capacity goroutines serving jobs until it is closed.
 func (w *workerActor) startRunners(ctx actor.Context, capacity int) {
-	w.run = &runner{h: w.h, self: ctx.Self(), parent: ctx.Parent(), root: ctx.ActorSystem().Root, gen: w.gen, id: w.slot.id}
+	w.run = &runner{h: w.h, self: ctx.Self(), parent: ctx.Parent(), root: ctx.ActorSystem().Root, gen: w.gen, id: w.slot.id,
+		pool: w.slot.settings.Pool, events: w.slot.settings.Events}
 	w.jobs = make(chan job, capacity)
 	for i := 0; i < capacity; i++ {
 		go func(r *runner, jobs <-chan job) {
@@ -210,6 +219,7 @@ func (w *workerActor) startRunners(ctx actor.Context, capacity int) {
 
 func (r *runner) call(j job) {
 	defer j.cancel()
+	began := time.Now()
 	req := j.d.req.GetExecute()
 	// A crash is told to the pool before the caller hears of it, so that a
 	// caller never sees the pool route to a worker it knows is dead.
@@ -235,6 +245,7 @@ func (r *runner) call(j job) {
 	}
 	r.root.Send(j.d.caller, reply)
 	r.root.Send(r.self, &callDone{id: req.GetRequestId()})
+	r.requestExecuted(req.GetTool(), began, reply)
 }
 
 func callContext(deadlineUnixNano int64) (context.Context, context.CancelFunc) {

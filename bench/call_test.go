@@ -28,6 +28,7 @@ import (
 
 	"github.com/snakepit-go/snakepit/bench/floor"
 	"github.com/snakepit-go/snakepit/bench/harness"
+	"github.com/snakepit-go/snakepit/telemetry"
 )
 
 var (
@@ -92,13 +93,31 @@ var (
 func BenchmarkRuntimeCallNative100B(b *testing.B) { benchCall(b, nativePath, harness.Payload100B) }
 func BenchmarkRuntimeCallNative1MiB(b *testing.B) { benchCall(b, nativePath, harness.Payload1MiB) }
 func BenchmarkRuntimeCallGRPC100B(b *testing.B)   { benchCall(b, grpcPath, harness.Payload100B) }
-func BenchmarkRuntimeCallGRPC1MiB(b *testing.B)   { benchCall(b, grpcPath, harness.Payload1MiB) }
-func BenchmarkRawGRPC100B(b *testing.B)           { benchCall(b, rawPath, harness.Payload100B) }
-func BenchmarkRawGRPC1MiB(b *testing.B)           { benchCall(b, rawPath, harness.Payload1MiB) }
-func BenchmarkFloorSocket100B(b *testing.B)       { benchCall(b, floorSocketPath, harness.Payload100B) }
-func BenchmarkFloorSocket1MiB(b *testing.B)       { benchCall(b, floorSocketPath, harness.Payload1MiB) }
-func BenchmarkFloorPipe100B(b *testing.B)         { benchCall(b, floorPipePath, harness.Payload100B) }
-func BenchmarkFloorPipe1MiB(b *testing.B)         { benchCall(b, floorPipePath, harness.Payload1MiB) }
+
+// BenchmarkRuntimeCallNative100BSubscribed is BenchmarkRuntimeCallNative100B
+// with a subscriber to the runtime's events (every call then publishes
+// request.executed and pool.capacity_reached): the cost of the event stream
+// on the call path, compared with the unsubscribed benchmark in one run.
+func BenchmarkRuntimeCallNative100BSubscribed(b *testing.B) {
+	e := setup(b)
+	var seen atomic.Int64
+	sub := e.Runtime.Subscribe(func(telemetry.Event) { seen.Add(1) })
+	defer func() {
+		sub.Close()
+		if seen.Load() == 0 {
+			b.Fatal("the subscriber saw no event")
+		}
+		b.ReportMetric(float64(sub.Dropped()), "dropped-events")
+	}()
+	benchCall(b, nativePath, harness.Payload100B)
+}
+func BenchmarkRuntimeCallGRPC1MiB(b *testing.B) { benchCall(b, grpcPath, harness.Payload1MiB) }
+func BenchmarkRawGRPC100B(b *testing.B)         { benchCall(b, rawPath, harness.Payload100B) }
+func BenchmarkRawGRPC1MiB(b *testing.B)         { benchCall(b, rawPath, harness.Payload1MiB) }
+func BenchmarkFloorSocket100B(b *testing.B)     { benchCall(b, floorSocketPath, harness.Payload100B) }
+func BenchmarkFloorSocket1MiB(b *testing.B)     { benchCall(b, floorSocketPath, harness.Payload1MiB) }
+func BenchmarkFloorPipe100B(b *testing.B)       { benchCall(b, floorPipePath, harness.Payload100B) }
+func BenchmarkFloorPipe1MiB(b *testing.B)       { benchCall(b, floorPipePath, harness.Payload1MiB) }
 
 func benchCall(b *testing.B, path path, p harness.Payload) {
 	e := setup(b)

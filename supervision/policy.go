@@ -129,6 +129,9 @@ func (s *Supervisor) Decide(child string, exit Exit) Decision {
 	return Decision{Restart: true, Delay: delay, Restarts: len(s.all)}
 }
 
+// Period is the window the restart intensity counts over.
+func (s *Supervisor) Period() time.Duration { return s.policy.Period }
+
 // Type is the restart type of the supervisor's children.
 func (s *Supervisor) Type() RestartType { return s.policy.Type }
 

@@ -1,6 +1,8 @@
-// Package configdoc renders the configuration reference (the README's config
-// table) from the doc comments of Config and PoolConfig, so the table cannot
-// drift from the code. Run `go generate` in the repository root to update it.
+// Package configdoc renders reference documentation from the code, so it
+// cannot drift: the configuration reference (the README's config tables,
+// from the config structs' doc comments) and the telemetry event catalogue
+// (docs/telemetry.md, from telemetry/events.go). Run `go generate` in the
+// repository root to update both; tests fail when they are out of date.
 package configdoc
 
 import (
@@ -82,12 +84,15 @@ func Reference(root string) (string, error) {
 }
 
 // Splice replaces the text between Begin and End in doc with table.
-func Splice(doc, table string) (string, error) {
-	i, j := strings.Index(doc, Begin), strings.Index(doc, End)
+func Splice(doc, table string) (string, error) { return SpliceBetween(doc, Begin, End, table) }
+
+// SpliceBetween replaces the text between the markers begin and end in doc.
+func SpliceBetween(doc, begin, end, text string) (string, error) {
+	i, j := strings.Index(doc, begin), strings.Index(doc, end)
 	if i < 0 || j < i {
-		return "", fmt.Errorf("configdoc: markers %q and %q not found", Begin, End)
+		return "", fmt.Errorf("configdoc: markers %q and %q not found", begin, end)
 	}
-	return doc[:i+len(Begin)] + "\n" + table + "\n" + doc[j:], nil
+	return doc[:i+len(begin)] + "\n" + text + "\n" + doc[j:], nil
 }
 
 func findStruct(f *ast.File, name string) *ast.StructType {
@@ -124,6 +129,12 @@ func typeString(e ast.Expr) string {
 		return "map[" + typeString(t.Key) + "]" + typeString(t.Value)
 	case *ast.StarExpr:
 		return "*" + typeString(t.X)
+	case *ast.FuncType:
+		var params []string
+		for _, f := range t.Params.List {
+			params = append(params, typeString(f.Type))
+		}
+		return "func(" + strings.Join(params, ", ") + ")"
 	}
 	return fmt.Sprintf("%T", e)
 }

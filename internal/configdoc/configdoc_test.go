@@ -45,3 +45,44 @@ func TestSplitDefault(t *testing.T) {
 		}
 	}
 }
+
+// TestTelemetryCatalogueIsCurrent fails when docs/telemetry.md's catalogue
+// differs from the events telemetry/events.go defines.
+func TestTelemetryCatalogueIsCurrent(t *testing.T) {
+	events, err := Events("../../telemetry/events.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := os.ReadFile("../../docs/telemetry.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := SpliceBetween(string(doc), EventsBegin, EventsEnd, Catalogue(events))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want != string(doc) {
+		t.Fatal("docs/telemetry.md's event catalogue is out of date: run `go generate` in the repository root")
+	}
+	if len(events) < 12 {
+		t.Fatalf("found %d events", len(events))
+	}
+	for _, e := range events {
+		for _, f := range e.Fields {
+			if f.Doc == "" {
+				t.Errorf("%s.%s has no comment: the catalogue would not say what it means", e.Type, f.Name)
+			}
+		}
+	}
+}
+
+func TestEventsRejectsAStructWithoutEventName(t *testing.T) {
+	path := t.TempDir() + "/ev.go"
+	src := "package x\n\ntype A struct{ N int }\n\nfunc (A) EventName() string { return \"a\" }\n\ntype B struct{}\n"
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Events(path); err == nil || !strings.Contains(err.Error(), "struct B in") {
+		t.Fatalf("got %v", err)
+	}
+}

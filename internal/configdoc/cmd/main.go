@@ -1,5 +1,6 @@
-// Command configdoc rewrites the configuration reference of README.md from the
-// doc comments of the config structs (configdoc.Sources).
+// Command configdoc rewrites the generated parts of the documentation: the
+// configuration reference in README.md (configdoc.Sources) and the event
+// catalogue in docs/telemetry.md (telemetry/events.go).
 package main
 
 import (
@@ -10,24 +11,35 @@ import (
 )
 
 func main() {
-	if err := run(".", "README.md"); err != nil {
+	if err := run("."); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 }
 
-func run(root, doc string) error {
+func run(root string) error {
 	table, err := configdoc.Reference(root)
 	if err != nil {
 		return err
 	}
-	old, err := os.ReadFile(doc)
+	if err := splice(root+"/README.md", configdoc.Begin, configdoc.End, table); err != nil {
+		return err
+	}
+	events, err := configdoc.Events(root + "/telemetry/events.go")
 	if err != nil {
 		return err
 	}
-	out, err := configdoc.Splice(string(old), table)
+	return splice(root+"/docs/telemetry.md", configdoc.EventsBegin, configdoc.EventsEnd, configdoc.Catalogue(events))
+}
+
+func splice(path, begin, end, text string) error {
+	old, err := os.ReadFile(path)
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(doc, []byte(out), 0o644)
+	out, err := configdoc.SpliceBetween(string(old), begin, end, text)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return os.WriteFile(path, []byte(out), 0o644)
 }
