@@ -41,6 +41,7 @@ type Runtime struct {
 	token   string
 	events  *telemetry.Bus
 	onEvent *telemetry.Subscription // Config.OnEvent's
+	started time.Time
 
 	seq      atomic.Uint64
 	stopping atomic.Bool
@@ -80,6 +81,7 @@ func Start(ctx context.Context, cfg Config) (*Runtime, error) {
 		rt.abort()
 		return nil, err
 	}
+	rt.started = time.Now()
 	rt.log.Info("runtime started", "pools", strings.Join(rt.names, ","), "run_id", rt.runID)
 	return rt, nil
 }

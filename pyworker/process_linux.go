@@ -43,4 +43,3 @@ func signalGroup(pid int, sig syscall.Signal) error {
 	}
 	return err
 }
-

@@ -20,4 +20,3 @@ func signalGroup(pid int, sig syscall.Signal) error {
 	}
 	return err
 }
-

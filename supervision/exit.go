@@ -78,7 +78,6 @@ func (e Exit) String() string {
 	return e.Kind.String()
 }
 
-
 // RestartType says which exits a worker is restarted after, as in OTP.
 type RestartType string
 

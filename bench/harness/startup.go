@@ -17,58 +17,11 @@ import (
 	"github.com/snakepit-go/snakepit/pyworker"
 )
 
-// Memory is a process's memory as /proc/<pid>/smaps_rollup reports it.
-type Memory struct {
-	PSS int64 // proportional set size, bytes: shared pages divided among their users
-	RSS int64 // resident set size, bytes
-	USS int64 // private (Private_Clean + Private_Dirty), bytes: what exiting would free
-}
+// Memory is a process's memory (RSS, PSS, USS in bytes).
+type Memory = pyworker.Memory
 
 // ReadMemory reads pid's /proc/<pid>/smaps_rollup (Linux 4.14+).
-func ReadMemory(pid int) (Memory, error) {
-	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/smaps_rollup")
-	if err != nil {
-		return Memory{}, err
-	}
-	defer f.Close()
-	var m Memory
-	found := 0
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
-			continue
-		}
-		var dst *int64
-		switch k {
-		case "Rss":
-			dst = &m.RSS
-		case "Pss":
-			dst = &m.PSS
-		case "Private_Clean", "Private_Dirty":
-			dst = &m.USS
-		default:
-			continue
-		}
-		f := strings.Fields(v)
-		if len(f) != 2 || f[1] != "kB" {
-			return Memory{}, fmt.Errorf("smaps_rollup of %d: unexpected line %q", pid, sc.Text())
-		}
-		kb, err := strconv.ParseInt(f[0], 10, 64)
-		if err != nil {
-			return Memory{}, fmt.Errorf("smaps_rollup of %d: %w", pid, err)
-		}
-		*dst += kb << 10
-		found++
-	}
-	if err := sc.Err(); err != nil {
-		return Memory{}, err
-	}
-	if found < 4 {
-		return Memory{}, fmt.Errorf("smaps_rollup of %d: Rss, Pss or Private_* missing", pid)
-	}
-	return m, nil
-}
+func ReadMemory(pid int) (Memory, error) { return pyworker.ReadMemory(pid) }
 
 // StartupKind is what a start-up measurement starts.
 type StartupKind int

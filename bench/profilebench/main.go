@@ -210,7 +210,7 @@ type python struct {
 	cpuSeconds float64       // median single-threaded cpu(n), in a process worker
 	mem        [][]memSample // per column, per start
 	health     []snakepit.PoolHealth
-	afterUSS   []int64 // per column: USS sum after every round
+	afterUSS   []uint64 // per column: USS sum after every round
 	cells      []*cell
 }
 
@@ -506,7 +506,7 @@ func measureCalls(ctx context.Context, o options, r *report, p *python, first bo
 	// The pools after the rounds: same workers (no restarts), and their
 	// private memory now that every tool has run.
 	p.health = make([]snakepit.PoolHealth, len(o.columns))
-	p.afterUSS = make([]int64, len(o.columns))
+	p.afterUSS = make([]uint64, len(o.columns))
 	for i, c := range o.columns {
 		h, err := harness.PoolHealth(ctx, rt, c.pool())
 		if err != nil {
