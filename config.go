@@ -53,6 +53,14 @@ type Config struct {
 	// worker sockets and the embedded Python package. Default: os.TempDir().
 	RuntimeDir string
 
+	// AdminAddr, when set, starts an HTTP endpoint serving /metrics
+	// (Prometheus), /inspect (Runtime.Inspect as JSON; ?pool=NAME) and
+	// /healthz (200, or 503 naming the failed pools). An address without a
+	// host (":9464", ":0" for any free port) listens on 127.0.0.1 only; to be
+	// reached from other machines, name the interface ("0.0.0.0:9464").
+	// Runtime.AdminAddr gives the address bound. Default: none.
+	AdminAddr string
+
 	// OnEvent receives every event of the runtime from its very start (the
 	// workers starting and becoming ready, a boot failure), one at a time on
 	// a goroutine of its own, until Stop (or a failed Start) has delivered
@@ -207,6 +215,11 @@ func (c Config) Validate() error {
 	v.nonNegative("call_timeout", c.CallTimeout)
 	v.nonNegative("shutdown_grace", c.ShutdownGrace)
 	v.nonNegative("kill_after", c.KillAfter)
+	if c.AdminAddr != "" {
+		if _, err := adminListenAddr(c.AdminAddr); err != nil {
+			v.add("admin_addr", fmt.Sprintf("%q is not host:port (e.g. \":9464\", loopback only): %v", c.AdminAddr, err))
+		}
+	}
 	if c.MaxMessageBytes < 0 {
 		v.add("max_message_bytes", fmt.Sprintf("must be ≥ 0 (got %d); 0 means the default, 64 MiB", c.MaxMessageBytes))
 	} else if c.MaxMessageBytes > maxMessageBytesLimit {

@@ -42,6 +42,8 @@ type Runtime struct {
 	events  *telemetry.Bus
 	onEvent *telemetry.Subscription // Config.OnEvent's
 	started time.Time
+	metrics metricsState
+	admin   *adminServer
 
 	seq      atomic.Uint64
 	stopping atomic.Bool
@@ -66,6 +68,9 @@ func Start(ctx context.Context, cfg Config) (*Runtime, error) {
 	if cfg.OnEvent != nil { // closed by shutdown, which every later failure runs
 		rt.onEvent = rt.events.Subscribe(cfg.OnEvent)
 	}
+	if cfg.AdminAddr != "" {
+		rt.ensureMetrics() // count from the start
+	}
 	pyworker.Sweep(cfg.RuntimeDir, rt.log.Named("sweep")) // orphans of dead hosts; logs what it swept
 	rt.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return telemetry.SlogToHclog(rt.log.Named("actor"))
@@ -80,6 +85,12 @@ func Start(ctx context.Context, cfg Config) (*Runtime, error) {
 	if err := rt.awaitReady(ctx); err != nil {
 		rt.abort()
 		return nil, err
+	}
+	if cfg.AdminAddr != "" {
+		if err := rt.startAdmin(); err != nil {
+			rt.abort()
+			return nil, err
+		}
 	}
 	rt.started = time.Now()
 	rt.log.Info("runtime started", "pools", strings.Join(rt.names, ","), "run_id", rt.runID)

@@ -24,6 +24,7 @@ func (rt *Runtime) Stop(ctx context.Context) error {
 }
 
 func (rt *Runtime) shutdown(ctx context.Context) error {
+	rt.stopAdmin(ctx)
 	if rt.system != nil {
 		rt.drain(ctx)
 		for _, name := range rt.names { // stops workers first, then the pool
@@ -37,6 +38,9 @@ func (rt *Runtime) shutdown(ctx context.Context) error {
 	_ = os.RemoveAll(rt.runDir)
 	if rt.onEvent != nil {
 		rt.onEvent.Close() // after the last worker's events
+	}
+	if rt.metrics.sub != nil {
+		rt.metrics.sub.Close()
 	}
 	return err
 }

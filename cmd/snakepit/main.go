@@ -65,6 +65,7 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true, // run prints errors once, with the exit status
 	}
 	root.AddCommand(newDoctorCmd())
+	root.AddCommand(newDiagnoseCmd())
 	return root
 }
 

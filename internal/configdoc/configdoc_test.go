@@ -86,3 +86,29 @@ func TestEventsRejectsAStructWithoutEventName(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// TestMetricsTableIsCurrent fails when docs/telemetry.md's metrics table
+// differs from what telemetry.Metrics serves.
+func TestMetricsTableIsCurrent(t *testing.T) {
+	table, err := MetricsTable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := os.ReadFile("../../docs/telemetry.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := SpliceBetween(string(doc), MetricsBegin, MetricsEnd, table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want != string(doc) {
+		t.Fatal("docs/telemetry.md's metrics table is out of date: run `go generate` in the repository root")
+	}
+	for _, m := range []string{"snakepit_requests_total", "snakepit_request_duration_seconds", "snakepit_queue_depth",
+		"snakepit_worker_recycles_total", "snakepit_worker_rss_bytes"} {
+		if !strings.Contains(table, "`"+m+"`") {
+			t.Errorf("metrics table lacks %s", m)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 // Command configdoc rewrites the generated parts of the documentation: the
 // configuration reference in README.md (configdoc.Sources) and the event
-// catalogue in docs/telemetry.md (telemetry/events.go).
+// and metrics catalogues in docs/telemetry.md (telemetry/events.go,
+// telemetry.Metrics).
 package main
 
 import (
@@ -29,7 +30,14 @@ func run(root string) error {
 	if err != nil {
 		return err
 	}
-	return splice(root+"/docs/telemetry.md", configdoc.EventsBegin, configdoc.EventsEnd, configdoc.Catalogue(events))
+	if err := splice(root+"/docs/telemetry.md", configdoc.EventsBegin, configdoc.EventsEnd, configdoc.Catalogue(events)); err != nil {
+		return err
+	}
+	metrics, err := configdoc.MetricsTable()
+	if err != nil {
+		return err
+	}
+	return splice(root+"/docs/telemetry.md", configdoc.MetricsBegin, configdoc.MetricsEnd, metrics)
 }
 
 func splice(path, begin, end, text string) error {
