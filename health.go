@@ -34,6 +34,11 @@ type PoolHealth struct {
 	// "memory", "memory-hard-limit", "manual").
 	Recycling int
 	Recycles  map[string]int64
+	// Requests counts the calls the pool's workers served, and Restarts the
+	// restarts of its workers, since the runtime started, counting workers
+	// since replaced by a recycle.
+	Requests int64
+	Restarts int
 	// Workers: the Size members in order, then any worker retiring after a
 	// recycle and any replacement still starting.
 	Workers []WorkerHealth
@@ -84,7 +89,8 @@ func (rt *Runtime) Health(ctx context.Context) ([]PoolHealth, error) {
 func poolHealth(s *actors.PoolStatus) PoolHealth {
 	h := PoolHealth{Name: s.Name, Size: s.Size, Ready: s.Ready, Queued: s.Queued, InFlight: s.InFlight,
 		Failed: s.Failed, Reason: s.Reason, Profile: s.Profile, QueueSize: s.QueueSize,
-		NoFreeCapacity: s.NoFreeCapacity, Saturated: s.Saturated, Recycling: s.Recycling, Recycles: s.Recycles}
+		NoFreeCapacity: s.NoFreeCapacity, Saturated: s.Saturated, Recycling: s.Recycling, Recycles: s.Recycles,
+		Requests: s.Requests, Restarts: s.Restarts}
 	for _, w := range s.Workers {
 		h.Workers = append(h.Workers, WorkerHealth{ID: w.ID, Pid: w.Pid, Ready: w.Ready, Capacity: w.Capacity, Load: w.Load,
 			Restarts: w.Restarts, AtCapacity: w.AtCapacity, Started: w.Started, Requests: w.Requests, RSS: w.RSS,

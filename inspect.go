@@ -56,7 +56,7 @@ func (rt *Runtime) inspectPool(ctx context.Context, h PoolHealth, now time.Time)
 func poolReport(h PoolHealth, now time.Time) telemetry.PoolReport {
 	p := telemetry.PoolReport{Name: h.Name, Profile: h.Profile, Size: h.Size, Ready: h.Ready, Failed: h.Failed,
 		FailReason: h.Reason, Queued: h.Queued, QueueSize: h.QueueSize, NoFreeCapacity: h.NoFreeCapacity,
-		Saturated: h.Saturated, Recycles: map[string]int64{}}
+		Saturated: h.Saturated, Recycles: map[string]int64{}, Requests: h.Requests, Restarts: h.Restarts}
 	for k, v := range h.Recycles {
 		p.Recycles[k] = v
 	}

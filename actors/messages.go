@@ -45,6 +45,9 @@ type PoolStatus struct {
 	// recycles done, by reason.
 	Recycling int
 	Recycles  map[string]int64
+	// Requests and Restarts count since the start, gone workers included.
+	Requests int64
+	Restarts int
 }
 
 // WorkerStatus is a snapshot of one worker as the pool sees it.

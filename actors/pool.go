@@ -93,6 +93,9 @@ type poolActor struct {
 	recycles  map[supervision.RecycleReason]int64
 	nextID    int
 	random    func() float64
+	// served and restarts count since the start, workers since gone included.
+	served   int64
+	restarts int
 }
 
 // NewPoolProps returns the props of a pool actor.
@@ -330,6 +333,7 @@ func (p *poolActor) onFreed(ctx actor.Context, m *slotFreed) {
 		w.load--
 	}
 	w.requests++
+	p.served++
 	p.retireIfIdle(ctx, w)
 	p.pump(ctx)
 }
@@ -398,7 +402,7 @@ func (p *poolActor) status() *PoolStatus {
 	st := &PoolStatus{Name: p.s.Name, Size: p.s.Size, Queued: len(p.queue), InFlight: len(p.inflight),
 		Failed: p.failed != "", Reason: p.failed, Profile: p.s.Profile, QueueSize: p.s.QueueSize,
 		NoFreeCapacity: p.noCapacity, Saturated: p.saturated, Recycling: p.recycling + len(p.pending),
-		Recycles: map[string]int64{}}
+		Recycles: map[string]int64{}, Requests: p.served, Restarts: p.restarts}
 	for r, n := range p.recycles {
 		st.Recycles[string(r)] = n
 	}

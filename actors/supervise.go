@@ -55,6 +55,7 @@ func (p *poolActor) HandleFailure(system *actor.ActorSystem, sup actor.Superviso
 		return
 	}
 	w.restarts++
+	p.restarts++
 	w.backoff, w.restartsInPeriod = d.Delay, d.Restarts
 	p.s.Logger.Info("restarting worker", "worker", w.slot.id, "backoff", d.Delay, "restarts_in_period", d.Restarts)
 	p.restartAfter(system, p.self(system, sup), child, d.Delay)

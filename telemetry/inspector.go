@@ -47,10 +47,12 @@ type PoolReport struct {
 	// started.
 	NoFreeCapacity int64 `json:"no_free_capacity"`
 	Saturated      int64 `json:"saturated"`
-	// Requests is the sum of the workers' Requests: calls served by their
-	// current processes (a restart or recycle starts a worker's count over).
+	// Requests counts the calls the pool's workers served since the runtime
+	// started, workers since replaced included; at least the sum of the
+	// workers' Requests.
 	Requests int64 `json:"requests"`
-	// Restarts is the sum of the workers' restarts since the runtime started.
+	// Restarts counts the pool's worker restarts since the runtime started,
+	// workers since replaced included; at least the sum of the workers'.
 	Restarts int `json:"restarts"`
 	// Recycles counts the recycles done, by reason ("age", "requests",
 	// "memory", "memory-hard-limit", "manual").
@@ -174,22 +176,26 @@ func (w *WorkerReport) UnmarshalJSON(b []byte) error {
 func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
 
 // Complete derives a pool's totals from its workers (Capacity, Load,
-// Utilisation, Requests, Restarts, each worker's Utilisation), then runs
+// Utilisation, each worker's Utilisation; Requests and Restarts become at
+// least the sums of the workers'), then runs
 // the saturation check and the rules with th (zero fields: defaults). Nil
 // maps and slices become empty so the JSON keeps its shape.
 func Complete(p PoolReport, th Thresholds, rules []Rule) PoolReport {
-	p.Capacity, p.Load, p.Requests, p.Restarts = 0, 0, 0, 0
+	p.Capacity, p.Load = 0, 0
 	p.Workers = append([]WorkerReport{}, p.Workers...)
+	var requests int64
+	var restarts int
 	for i := range p.Workers {
 		w := &p.Workers[i]
 		w.Utilisation = ratio(w.Load, w.Capacity)
-		p.Requests += w.Requests
-		p.Restarts += w.Restarts
+		requests += w.Requests
+		restarts += w.Restarts
 		if w.Ready && !w.Retiring {
 			p.Capacity += w.Capacity
 			p.Load += w.Load
 		}
 	}
+	p.Requests, p.Restarts = max(p.Requests, requests), max(p.Restarts, restarts)
 	p.Utilisation = ratio(p.Load, p.Capacity)
 	if p.Recycles == nil {
 		p.Recycles = map[string]int64{}

@@ -108,9 +108,14 @@ func TestCompleteTotals(t *testing.T) {
 		{Ready: true, Retiring: true, Capacity: 4, Load: 2, Requests: 100, Restarts: 2}, // takes no new call
 		{Starting: true, Capacity: 4},
 	}}, Thresholds{}, nil)
-	if p.Capacity != 8 || p.Load != 4 || p.Utilisation != 0.5 || p.Requests != 115 || p.Restarts != 3 {
-		t.Errorf("capacity %d load %d utilisation %v requests %d restarts %d; want 8 4 0.5 115 3",
+	if p.Capacity != 8 || p.Load != 4 || p.Utilisation != 0.5 || p.Requests != 115 || p.Restarts != 99 {
+		t.Errorf("capacity %d load %d utilisation %v requests %d restarts %d; want 8 4 0.5 115 99",
 			p.Capacity, p.Load, p.Utilisation, p.Requests, p.Restarts)
+	}
+	// Pool totals since the start (workers since replaced included) are kept;
+	// lower ones give way to the workers' sums.
+	if q := Complete(PoolReport{Requests: 1, Restarts: 0, Workers: []WorkerReport{{Requests: 7, Restarts: 2}}}, Thresholds{}, nil); q.Requests != 7 || q.Restarts != 2 {
+		t.Errorf("requests %d restarts %d; want the workers' sums 7 and 2", q.Requests, q.Restarts)
 	}
 	if p.Workers[0].Utilisation != 0.75 || p.Workers[2].Utilisation != 0.5 || p.Workers[3].Utilisation != 0 {
 		t.Errorf("worker utilisations %v %v %v", p.Workers[0].Utilisation, p.Workers[2].Utilisation, p.Workers[3].Utilisation)

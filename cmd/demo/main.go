@@ -15,12 +15,15 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/term"
 
 	"github.com/snakepit-go/snakepit"
+	"github.com/snakepit-go/snakepit/telemetry"
 )
 
 func main() {
@@ -57,7 +60,7 @@ func run(root string, calls int) error {
 
 	steps := []func(context.Context, *snakepit.Runtime) error{
 		firstCall, func(ctx context.Context, rt *snakepit.Runtime) error { return concurrent(ctx, rt, calls) },
-		pythonError, classAdapter, killWorker,
+		pythonError, classAdapter, killWorker, rollingRestart,
 	}
 	for _, step := range steps {
 		if err := step(ctx, rt); err != nil {
@@ -233,21 +236,48 @@ func poolHealth(ctx context.Context, rt *snakepit.Runtime, name string) (snakepi
 	return snakepit.PoolHealth{}, fmt.Errorf("no pool %q", name)
 }
 
+// summary prints the inspector's report: every pool and worker, its
+// saturation and the recommendations (docs/inspector.md).
 func summary(ctx context.Context, rt *snakepit.Runtime) error {
-	section("summary")
-	hs, err := rt.Health(ctx)
+	section("inspector report")
+	rep, err := rt.Inspect(ctx)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("%-10s %-6s %-6s %-8s %s\n", "pool", "ready", "size", "restarts", "worker pids")
-	for _, h := range hs {
-		restarts, pids := 0, []string{}
-		for _, w := range h.Workers {
-			restarts += w.Restarts
-			pids = append(pids, fmt.Sprint(w.Pid))
+	color := os.Getenv("NO_COLOR") == "" && term.IsTerminal(int(os.Stdout.Fd()))
+	return telemetry.RenderTable(os.Stdout, rep, telemetry.TableOptions{Detailed: true, Recommendations: true, Color: color})
+}
+
+// rollingRestart replaces every worker of the text pool while calls go on.
+func rollingRestart(ctx context.Context, rt *snakepit.Runtime) error {
+	section("rolling restart")
+	var calls, failed atomic.Int64
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if _, err := rt.Call(ctx, "text", "word_count", map[string]any{"text": "a b c"}); err != nil {
+				failed.Add(1)
+			}
+			calls.Add(1)
 		}
-		fmt.Printf("%-10s %-6d %-6d %-8d %s\n", h.Name, h.Ready, h.Size, restarts, strings.Join(pids, " "))
+	}()
+	t0 := time.Now()
+	err := rt.RecycleAll(ctx, "text")
+	close(done)
+	wg.Wait()
+	if err != nil {
+		return err
 	}
+	fmt.Printf("replaced all 4 text workers, one at a time, in %s; %d calls meanwhile, %d failed\n",
+		time.Since(t0).Round(time.Millisecond), calls.Load(), failed.Load())
 	return nil
 }
 
