@@ -58,3 +58,13 @@ func BenchmarkPublishNobodyListening(b *testing.B) {
 		bus.Publish(e)
 	}
 }
+
+func BenchmarkPublishOneSubscriber(b *testing.B) {
+	bus := NewBus()
+	sub := bus.Subscribe(func(Event) {})
+	defer sub.Close()
+	e := RequestExecuted{Pool: "p", Worker: "p-0", Tool: "echo", Outcome: "ok"}
+	for b.Loop() {
+		bus.Publish(e)
+	}
+}
