@@ -25,7 +25,8 @@ type Bus struct {
 }
 
 type subscriber struct {
-	ch      chan Event
+	ch      chan Event // never closed: a Publish may still hold it
+	quit    chan struct{}
 	dropped atomic.Int64
 	done    chan struct{}
 }
@@ -66,11 +67,23 @@ type Subscription struct {
 // Subscribe calls fn with every event published from now on, one at a time
 // on a goroutine of its own, until the subscription is closed.
 func (b *Bus) Subscribe(fn func(Event)) *Subscription {
-	s := &subscriber{ch: make(chan Event, SubscriberBuffer), done: make(chan struct{})}
+	s := &subscriber{ch: make(chan Event, SubscriberBuffer), quit: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
-		for e := range s.ch {
-			fn(e)
+		for {
+			select {
+			case e := <-s.ch:
+				fn(e)
+			case <-s.quit:
+				for { // what was delivered before Close
+					select {
+					case e := <-s.ch:
+						fn(e)
+					default:
+						return
+					}
+				}
+			}
 		}
 	}()
 	b.mu.Lock()
@@ -97,7 +110,7 @@ func (s *Subscription) Close() {
 			}
 		}
 		s.bus.subs.Store(&next)
-		close(s.sub.ch)
+		close(s.sub.quit)
 		s.bus.mu.Unlock()
 		<-s.sub.done
 	})

@@ -68,3 +68,25 @@ func BenchmarkPublishOneSubscriber(b *testing.B) {
 		bus.Publish(e)
 	}
 }
+
+// TestPublishRacingClose: a publisher still holding a subscriber when its
+// subscription closes must neither panic nor block (regression: Close used
+// to close the channel a Publish could still send on).
+func TestPublishRacingClose(t *testing.T) {
+	for range 200 {
+		b := NewBus()
+		sub := b.Subscribe(func(Event) {})
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range 50 {
+					b.Publish(testEvent{i})
+				}
+			}()
+		}
+		sub.Close()
+		wg.Wait()
+	}
+}

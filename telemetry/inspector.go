@@ -10,7 +10,7 @@ import (
 // Report is what the inspector sees of a runtime at one moment: every pool,
 // its workers, how saturated it is and what to change. Its JSON form (snake
 // case, every key always present) is a stable schema: the admin endpoint and
-// `snakepit inspect --json` emit it; testdata/inspect.golden.json pins it.
+// `snakepit inspect --format json` emit it; testdata/inspect.golden.json pins it.
 type Report struct {
 	Time  time.Time    `json:"time"`
 	Pools []PoolReport `json:"pools"`

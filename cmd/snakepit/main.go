@@ -66,6 +66,7 @@ func newRootCmd() *cobra.Command {
 	}
 	root.AddCommand(newDoctorCmd())
 	root.AddCommand(newDiagnoseCmd())
+	root.AddCommand(newInspectCmd())
 	return root
 }
 
