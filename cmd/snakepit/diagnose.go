@@ -9,7 +9,6 @@ import (
 	"io"
 	"math"
 	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -310,13 +309,7 @@ func (o *scalingOptions) measureProfile(ctx context.Context, in pyworker.Interpr
 }
 
 func (o *scalingOptions) runtimeConfig(in pyworker.Interpreter, p scalingPlan, res profileResult) snakepit.Config {
-	paths := make([]string, len(o.pythonPath))
-	for i, d := range o.pythonPath {
-		if abs, err := filepath.Abs(d); err == nil {
-			d = abs
-		}
-		paths[i] = d
-	}
+	paths := absPaths(o.pythonPath)
 	return snakepit.Config{
 		Python: in.Path,
 		Logger: hclog.NewNullLogger(), // worker output would tear the progress bar; failures come back as errors

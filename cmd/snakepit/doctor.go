@@ -196,13 +196,7 @@ func (o *doctorOptions) checkAdapter(ctx context.Context, in pyworker.Interprete
 }
 
 func (o *doctorOptions) adapterConfig(in pyworker.Interpreter) snakepit.Config {
-	paths := make([]string, len(o.pythonPath))
-	for i, p := range o.pythonPath {
-		if abs, err := filepath.Abs(p); err == nil {
-			p = abs
-		}
-		paths[i] = p
-	}
+	paths := absPaths(o.pythonPath)
 	return snakepit.Config{
 		Python:     in.Path,
 		Logger:     hclog.NewNullLogger(), // a boot failure comes back as a *BootError

@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"syscall"
 
@@ -77,4 +78,18 @@ func version() string {
 		return bi.Main.Version
 	}
 	return "(devel)"
+}
+
+// absPaths makes each of dirs absolute, so a runtime started from here
+// finds them whatever the workers' working directory; a path that cannot be
+// made absolute is kept as given.
+func absPaths(dirs []string) []string {
+	out := make([]string, len(dirs))
+	for i, d := range dirs {
+		if abs, err := filepath.Abs(d); err == nil {
+			d = abs
+		}
+		out[i] = d
+	}
+	return out
 }
