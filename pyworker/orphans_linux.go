@@ -1,7 +1,6 @@
 package pyworker
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -14,58 +13,27 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// procStat is what the sweep needs from /proc/<pid>/stat.
-type procStat struct {
-	state byte   // field 3: R, S, D, Z, X, ...
-	pgrp  int    // field 5
-	start uint64 // field 22, clock ticks after boot
-}
-
-// readStat parses /proc/<pid>/stat. The command name (field 2) is in
-// parentheses and may hold spaces and ')', so fields are counted from the
-// last ')'.
-func readStat(pid int) (procStat, error) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return procStat{}, err
-	}
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return procStat{}, fmt.Errorf("/proc/%d/stat: no command name", pid)
-	}
-	f := strings.Fields(string(data[i+1:])) // f[0] is field 3
-	if len(f) < 20 || len(f[0]) != 1 {
-		return procStat{}, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f)+2)
-	}
-	pgrp, err1 := strconv.Atoi(f[2])
-	start, err2 := strconv.ParseUint(f[19], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return procStat{}, fmt.Errorf("/proc/%d/stat: %w", pid, err)
-	}
-	return procStat{state: f[0][0], pgrp: pgrp, start: start}, nil
-}
-
 var selfHostID = sync.OnceValues(func() (HostID, error) {
 	pid := os.Getpid()
-	st, err := readStat(pid)
+	st, err := ReadStat(pid)
 	if err != nil {
 		return HostID{}, fmt.Errorf("read this host's start time: %w", err)
 	}
-	return HostID{Pid: pid, Start: st.start}, nil
+	return HostID{Pid: pid, Start: st.Start}, nil
 })
 
 // hostAlive reports whether h still runs: its pid exists, is not a zombie,
 // and started when h says. When that cannot be told, it answers true: a
 // sweep never kills on a doubt.
 func hostAlive(h HostID) bool {
-	st, err := readStat(h.Pid)
+	st, err := ReadStat(h.Pid)
 	switch {
 	case errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ESRCH):
 		return false
 	case err != nil:
 		return true
 	}
-	return st.start == h.Start && st.state != 'Z' && st.state != 'X'
+	return st.Start == h.Start && st.State != 'Z' && st.State != 'X'
 }
 
 // pidNamespace names this process's pid namespace ("pid:[4026531836]").
@@ -157,8 +125,8 @@ func killOrphan(pid int, want workerMark) (bool, error) {
 		return false, ignoreGone(err)
 	}
 	var groupErr error
-	st, err := readStat(pid)
-	if err == nil && st.pgrp == pid && unix.PidfdSendSignal(fd, 0, nil, 0) == nil {
+	st, err := ReadStat(pid)
+	if err == nil && st.Pgrp == pid && unix.PidfdSendSignal(fd, 0, nil, 0) == nil {
 		if err := unix.Kill(-pid, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
 			groupErr = fmt.Errorf("kill its process group: %w", err)
 		}

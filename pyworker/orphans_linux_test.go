@@ -141,18 +141,18 @@ func deadHost(t *testing.T) (HostID, func()) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	st, err := readStat(cmd.Process.Pid)
+	st, err := ReadStat(cmd.Process.Pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return HostID{Pid: cmd.Process.Pid, Start: st.start}, func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
+	return HostID{Pid: cmd.Process.Pid, Start: st.Start}, func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
 }
 
 // childGone: the process is gone, a zombie, or no longer a python process
 // (its pid reused).
 func childGone(pid int) bool {
-	st, err := readStat(pid)
-	if err != nil || st.state == 'Z' || st.state == 'X' {
+	st, err := ReadStat(pid)
+	if err != nil || st.State == 'Z' || st.State == 'X' {
 		return true
 	}
 	cmdline, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")

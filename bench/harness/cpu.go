@@ -3,18 +3,12 @@ package harness
 import (
 	"context"
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/snakepit-go/snakepit/bench/floor"
+	"github.com/snakepit-go/snakepit/pyworker"
 )
-
-// userHZ is the unit of the CPU times in /proc/<pid>/stat (USER_HZ, 100 on
-// every mainstream Linux configuration).
-const userHZ = 100
 
 // SelfCPU is the user+system CPU time this process has used.
 func SelfCPU() time.Duration {
@@ -28,31 +22,13 @@ func SelfCPU() time.Duration {
 // ProcessCPU is the user+system CPU time the processes pids have used, read
 // from /proc (10 ms resolution).
 func ProcessCPU(pids []int) (time.Duration, error) {
-	ticks, err := sumStatFields(pids, 11, 12) // utime, stime
-	return time.Duration(ticks) * time.Second / userHZ, err
-}
-
-// sumStatFields adds up the given fields of /proc/<pid>/stat over pids,
-// counting fields after "(comm)" from 0 (0 is the state).
-func sumStatFields(pids []int, fields ...int) (int64, error) {
-	var sum int64
+	var sum time.Duration
 	for _, pid := range pids {
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		st, err := pyworker.ReadStat(pid)
 		if err != nil {
 			return 0, err
 		}
-		s := string(b)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		for _, i := range fields {
-			if i >= len(f) {
-				return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
-			}
-			n, err := strconv.ParseInt(f[i], 10, 64)
-			if err != nil {
-				return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
-			}
-			sum += n
-		}
+		sum += st.CPU()
 	}
 	return sum, nil
 }

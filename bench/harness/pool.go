@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/snakepit-go/snakepit"
+	"github.com/snakepit-go/snakepit/pyworker"
 )
 
 // PoolHealth is the health of the named pool of rt.
@@ -96,5 +97,13 @@ func LoadAvg() string {
 // MinorFaults is the number of minor page faults the processes pids have
 // taken, read from /proc/<pid>/stat.
 func MinorFaults(pids []int) (int64, error) {
-	return sumStatFields(pids, 7) // minflt
+	var sum int64
+	for _, pid := range pids {
+		st, err := pyworker.ReadStat(pid)
+		if err != nil {
+			return 0, err
+		}
+		sum += int64(st.MinorFaults)
+	}
+	return sum, nil
 }
