@@ -64,6 +64,10 @@ type WorkerHealth struct {
 	// Retiring: recycled, finishing its calls before it stops; it takes no
 	// new call. Starting: a replacement that is not ready yet.
 	Retiring, Starting bool
+	// Busy is how long its current process has had at least one call
+	// running; BootCPU is the CPU time that process used to start (the
+	// interpreter and the adapter's import).
+	Busy, BootCPU time.Duration
 	// LastExit says how its last process ended, e.g. "crashed: signal 9
 	// (SIGKILL)" or "killed by the runtime (...): it failed 2 health
 	// checks..."; "" while its first process runs.
@@ -94,7 +98,8 @@ func poolHealth(s *actors.PoolStatus) PoolHealth {
 	for _, w := range s.Workers {
 		h.Workers = append(h.Workers, WorkerHealth{ID: w.ID, Pid: w.Pid, Ready: w.Ready, Capacity: w.Capacity, Load: w.Load,
 			Restarts: w.Restarts, AtCapacity: w.AtCapacity, Started: w.Started, Requests: w.Requests, RSS: w.RSS,
-			Retiring: w.Retiring, Starting: w.Starting, LastExit: w.LastExit})
+			Retiring: w.Retiring, Starting: w.Starting, LastExit: w.LastExit,
+			Busy: w.Busy, BootCPU: w.BootCPU})
 	}
 	return h
 }

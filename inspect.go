@@ -50,6 +50,7 @@ func (rt *Runtime) inspectPool(ctx context.Context, h PoolHealth, now time.Time)
 		p.Incomplete = "no ready worker to ask for python facts"
 	}
 	addMemory(&p)
+	p.CallCPUFraction = callCPUFraction(h)
 	return telemetry.Complete(p, telemetry.Thresholds{}, nil), nil
 }
 
@@ -102,4 +103,33 @@ func addMemory(p *telemetry.PoolReport) {
 		}
 		w.RSS, w.PSS = m.RSS, m.PSS
 	}
+}
+
+// minBusyForCPU is how long a pool's workers must have run calls before
+// their CPU share says anything (CPU time is counted in 10 ms ticks).
+const minBusyForCPU = time.Second
+
+// callCPUFraction is the CPU time the pool's worker processes used since
+// they became ready, per second they had a call running: about 1 for
+// CPU-bound Python under a GIL (whatever the thread count), far below 1 for
+// I/O-bound calls, above 1 for threads running in parallel. Nil until the
+// workers were busy for minBusyForCPU.
+func callCPUFraction(h PoolHealth) *float64 {
+	var cpu, busy time.Duration
+	for _, w := range h.Workers {
+		if !w.Ready || w.Pid <= 0 {
+			continue
+		}
+		st, err := pyworker.ReadStat(w.Pid)
+		if err != nil {
+			continue
+		}
+		cpu += max(st.CPU()-w.BootCPU, 0)
+		busy += w.Busy
+	}
+	if busy < minBusyForCPU {
+		return nil
+	}
+	f := cpu.Seconds() / busy.Seconds()
+	return &f
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/snakepit-go/snakepit"
 	"github.com/snakepit-go/snakepit/telemetry"
 )
 
@@ -112,4 +113,84 @@ func TestInspectSaturatedPool(t *testing.T) {
 		!strings.Contains(rec.Message, "PoolConfig.Size from 1") {
 		t.Errorf("recommendation %+v", rec)
 	}
+}
+
+// busyFor keeps callers calling tool on pool until the pool's workers have
+// been busy for want in total.
+func busyFor(t *testing.T, rt *snakepit.Runtime, pool, tool string, args map[string]any, callers int, want time.Duration) {
+	t.Helper()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := rt.Call(callCtx(t), pool, tool, args); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	waitFor(t, "the workers to be busy long enough", 60*time.Second, func() bool {
+		var busy time.Duration
+		for _, w := range health(t, rt, pool).Workers {
+			busy += w.Busy
+		}
+		return busy >= want
+	})
+	close(stop)
+	wg.Wait()
+}
+
+// TestInspectTellsCPUBoundFromIOBoundOnGILThreads: the inspector measures
+// CPU per busy second, so CPU-bound calls on GIL-enabled thread-profile
+// workers get the cpu-bound-on-gil-threads recommendation with the number,
+// and I/O-bound calls on the same pool shape do not.
+func TestInspectTellsCPUBoundFromIOBoundOnGILThreads(t *testing.T) {
+	threads := func(name string) snakepit.PoolConfig {
+		p := pool(t, name, "profile_bench", 1)
+		p.Profile, p.ThreadsPerWorker, p.Python = "thread", 4, "/usr/bin/python3" // a GIL build
+		return p
+	}
+	rt, _ := start(t, threads("cpu"), threads("io"))
+	busyFor(t, rt, "cpu", "cpu", map[string]any{"n": 200_000}, 4, 2*time.Second)
+	busyFor(t, rt, "io", "io", map[string]any{"seconds": 0.02}, 4, 2*time.Second)
+	rep, err := rt.Inspect(callCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	logTable(t, rep)
+	cpu, io := inspectPool(t, rep, "cpu"), inspectPool(t, rep, "io")
+	if cpu.CallCPUFraction == nil || *cpu.CallCPUFraction < 0.5 || io.CallCPUFraction == nil || *io.CallCPUFraction > 0.3 {
+		t.Fatalf("CPU per busy second: cpu pool %v, io pool %v", deref(cpu.CallCPUFraction), deref(io.CallCPUFraction))
+	}
+	if r := findRule(cpu, "cpu-bound-on-gil-threads"); r == nil || r.Severity != telemetry.SeverityWarn || r.Evidence["call_cpu_fraction"] < 0.5 {
+		t.Fatalf("cpu pool recommendations: %+v", cpu.Recommendations)
+	}
+	if r := findRule(io, "cpu-bound-on-gil-threads"); r != nil {
+		t.Fatalf("I/O-bound pool told it is CPU-bound: %+v", r)
+	}
+}
+
+func deref(f *float64) any {
+	if f == nil {
+		return nil
+	}
+	return *f
+}
+
+func findRule(p telemetry.PoolReport, id string) *telemetry.Recommendation {
+	for i := range p.Recommendations {
+		if p.Recommendations[i].Rule == id {
+			return &p.Recommendations[i]
+		}
+	}
+	return nil
 }

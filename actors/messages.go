@@ -70,6 +70,9 @@ type WorkerStatus struct {
 	// Retiring: recycled, finishing its calls before it stops. Starting: a
 	// replacement not yet ready.
 	Retiring, Starting bool
+	// Busy is how long its current process has had at least one call
+	// running; BootCPU the CPU time that process used to become ready.
+	Busy, BootCPU time.Duration
 	// LastExit says how its last process ended ("" if none has).
 	LastExit string
 }
@@ -82,6 +85,7 @@ type (
 		capacity int
 		pid      int
 		boot     time.Duration // from launch to ready
+		bootCPU  time.Duration // CPU the process used to become ready
 	}
 	workerDown struct {
 		worker *actor.PID
@@ -111,8 +115,9 @@ type (
 // Messages a worker actor sends itself from its goroutines.
 type (
 	launched struct {
-		gen uint64
-		h   *pyworker.Handle
+		gen     uint64
+		h       *pyworker.Handle
+		bootCPU time.Duration // CPU the process used to become ready
 	}
 	launchFailed struct {
 		gen uint64

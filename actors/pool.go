@@ -48,6 +48,11 @@ type worker struct {
 	started  time.Time
 	requests int64
 	rss      uint64
+	// busy sums the time with at least one call running, since busySince
+	// when it has one now; bootCPU is the CPU its process used to start.
+	busy      time.Duration
+	busySince time.Time
+	bootCPU   time.Duration
 	// Recycling: a replacement points at the worker it replaces until it is
 	// ready; then the old one is retiring (no new calls) until it stops.
 	replaces  *worker
@@ -62,6 +67,14 @@ type worker struct {
 	backoff          time.Duration
 	restartsInPeriod int
 	lastExit         string // how its last process ended
+}
+
+// busyNow is the time w's process has had a call running, up to now.
+func (w *worker) busyNow() time.Duration {
+	if w.load > 0 && w.ready {
+		return w.busy + time.Since(w.busySince)
+	}
+	return w.busy
 }
 
 func (w *worker) free() bool { return w.ready && !w.retiring && w.load < w.capacity }
@@ -219,6 +232,9 @@ func (p *poolActor) tryDispatch(ctx actor.Context, d *dispatch) bool {
 	if best == nil {
 		return false
 	}
+	if best.load == 0 {
+		best.busySince = time.Now()
+	}
 	best.load++
 	if best.load == best.capacity {
 		best.atCapacity++
@@ -303,6 +319,7 @@ func (p *poolActor) onReady(ctx actor.Context, m *workerReady) {
 	}
 	w.ready, w.gen, w.load, w.capacity, w.osPid = true, m.gen, 0, m.capacity, m.pid
 	w.started, w.requests, w.rss, w.killedFor = p.now(), 0, 0, nil
+	w.busy, w.bootCPU = 0, m.bootCPU
 	publish(p.s.Events, telemetry.WorkerReady{Time: time.Now(), Pool: p.s.Name, Worker: w.slot.id, Pid: m.pid,
 		Capacity: m.capacity, Boot: m.boot})
 	if w.replaces != nil {
@@ -331,6 +348,9 @@ func (p *poolActor) onFreed(ctx actor.Context, m *slotFreed) {
 	delete(p.inflight, m.id)
 	if w.load > 0 {
 		w.load--
+		if w.load == 0 {
+			w.busy += time.Since(w.busySince)
+		}
 	}
 	w.requests++
 	p.served++
@@ -410,7 +430,7 @@ func (p *poolActor) status() *PoolStatus {
 	for _, w := range p.workers {
 		ws := WorkerStatus{PID: w.pid, ID: w.slot.id, Pid: w.osPid, Ready: w.ready, Capacity: w.capacity, Load: w.load,
 			Restarts: w.restarts, AtCapacity: w.atCapacity, Requests: w.requests, RSS: w.rss, Retiring: w.retiring,
-			Starting: w.replaces != nil, LastExit: w.lastExit}
+			Starting: w.replaces != nil, LastExit: w.lastExit, Busy: w.busyNow(), BootCPU: w.bootCPU}
 		if w.ready {
 			ws.Started = w.started
 		}

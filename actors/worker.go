@@ -131,7 +131,8 @@ func (w *workerActor) launch(ctx actor.Context) {
 			root.Send(self, &launchFailed{gen: gen, err: err})
 			return
 		}
-		root.Send(self, &launched{gen: gen, h: h})
+		st, _ := pyworker.ReadStat(h.Pid()) // zero where /proc cannot tell
+		root.Send(self, &launched{gen: gen, h: h, bootCPU: st.CPU()})
 	}()
 }
 
@@ -151,7 +152,7 @@ func (w *workerActor) onLaunched(ctx actor.Context, m *launched) {
 	w.startRunners(ctx, w.slot.settings.Spec.Capacity)
 	w.startHealthChecks(ctx)
 	ctx.Send(ctx.Parent(), &workerReady{worker: self, gen: w.gen, capacity: w.slot.settings.Spec.Capacity, pid: m.h.Pid(),
-		boot: time.Since(w.launchedAt)})
+		boot: time.Since(w.launchedAt), bootCPU: m.bootCPU})
 }
 
 func (w *workerActor) onLaunchFailed(m *launchFailed) {

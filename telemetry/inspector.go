@@ -60,9 +60,12 @@ type PoolReport struct {
 	// Uptime is how long the pool has run; 0 when unknown. JSON:
 	// "uptime_seconds".
 	Uptime time.Duration `json:"-"`
-	// CallCPUFraction is the share of a call's wall time its worker spent on
-	// CPU, averaged over calls, when measured (nil: not measured). It lets
-	// the cpu-bound-on-gil-threads rule tell CPU-bound tools from I/O-bound.
+	// CallCPUFraction is the CPU time the workers' processes used per
+	// second they had a call running (nil: not measured yet, under 1 s
+	// busy). About 1 for CPU-bound Python under a GIL, whatever the thread
+	// count; well below 1 for I/O-bound calls; above 1 for threads running
+	// in parallel. It lets cpu-bound-on-gil-threads tell CPU-bound tools
+	// from I/O-bound ones.
 	CallCPUFraction *float64 `json:"call_cpu_fraction"`
 	// Incomplete says which facts are missing and why ("" when none), e.g.
 	// when no worker answered the stats query.

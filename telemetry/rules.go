@@ -160,8 +160,8 @@ func cpuBoundOnGILThreads(p PoolReport, th Thresholds) (Recommendation, bool) {
 		}
 		ev["call_cpu_fraction"] = round3(*f)
 		return Recommendation{Severity: SeverityWarn, Evidence: ev, Message: fmt.Sprintf(
-			"calls spend %s of their time on CPU in thread-profile workers whose GIL is on (Python %s): their threads take turns, "+
-				"so each worker runs about one call at a time: %s", pct(*f), p.Python, fix)}, true
+			"the workers used %.2f s of CPU per second they ran calls, in thread-profile workers whose GIL is on (Python %s): CPU-bound Python; "+
+				"their threads take turns, so each worker runs about one call at a time: %s", *f, p.Python, fix)}, true
 	}
 	if p.Utilisation < th.UtilisationWarn {
 		return Recommendation{}, false

@@ -50,7 +50,7 @@ func TestRules(t *testing.T) {
 		{name: "measured cpu-bound", rule: "cpu-bound-on-gil-threads", fires: true, severity: SeverityWarn,
 			pool:     PoolReport{Profile: "thread", Python: "3.11.2", GILEnabled: true, Size: 2, Ready: 2, CallCPUFraction: f64(0.8), Workers: workers(2, 4, 0, nil)},
 			evidence: map[string]float64{"call_cpu_fraction": 0.8, "capacity": 8},
-			message:  []string{"80% of their time on CPU", "Python 3.11.2", `Profile "process" with Size 8`}},
+			message:  []string{"used 0.80 s of CPU per second", "Python 3.11.2", `Profile "process" with Size 8`}},
 		{name: "measured I/O-bound", rule: "cpu-bound-on-gil-threads",
 			pool: PoolReport{Profile: "thread", GILEnabled: true, Size: 2, Ready: 2, CallCPUFraction: f64(0.1), Workers: workers(2, 4, 4, nil)}},
 		{name: "unmeasured and busy", rule: "cpu-bound-on-gil-threads", fires: true, severity: SeverityInfo,
