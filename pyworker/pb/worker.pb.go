@@ -692,8 +692,17 @@ type HealthReply struct {
 	Ok              bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
 	ProtocolVersion ProtocolVersion        `protobuf:"varint,2,opt,name=protocol_version,json=protocolVersion,proto3,enum=snakepit.v1.ProtocolVersion" json:"protocol_version,omitempty"`
 	Pid             int32                  `protobuf:"varint,3,opt,name=pid,proto3" json:"pid,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The GIL is enabled at run time (sys._is_gil_enabled(), true where absent).
+	GilEnabled bool `protobuf:"varint,4,opt,name=gil_enabled,json=gilEnabled,proto3" json:"gil_enabled,omitempty"`
+	// On a free-threaded build whose GIL got switched on: the module whose
+	// import did it, as Python's warning names it ("" when not known), and
+	// when the worker noticed ("adapter import" or "first call of tool X").
+	GilEnabledBy   string `protobuf:"bytes,5,opt,name=gil_enabled_by,json=gilEnabledBy,proto3" json:"gil_enabled_by,omitempty"`
+	GilEnabledWhen string `protobuf:"bytes,6,opt,name=gil_enabled_when,json=gilEnabledWhen,proto3" json:"gil_enabled_when,omitempty"`
+	// The build is free-threaded (Py_GIL_DISABLED).
+	FreeThreadedBuild bool `protobuf:"varint,7,opt,name=free_threaded_build,json=freeThreadedBuild,proto3" json:"free_threaded_build,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *HealthReply) Reset() {
@@ -745,6 +754,34 @@ func (x *HealthReply) GetPid() int32 {
 		return x.Pid
 	}
 	return 0
+}
+
+func (x *HealthReply) GetGilEnabled() bool {
+	if x != nil {
+		return x.GilEnabled
+	}
+	return false
+}
+
+func (x *HealthReply) GetGilEnabledBy() string {
+	if x != nil {
+		return x.GilEnabledBy
+	}
+	return ""
+}
+
+func (x *HealthReply) GetGilEnabledWhen() string {
+	if x != nil {
+		return x.GilEnabledWhen
+	}
+	return ""
+}
+
+func (x *HealthReply) GetFreeThreadedBuild() bool {
+	if x != nil {
+		return x.FreeThreadedBuild
+	}
+	return false
 }
 
 type StatsRequest struct {
@@ -811,8 +848,11 @@ type StatsReply struct {
 	// Concurrent entries into @snakepit.single_threaded code seen by the
 	// thread-safety checker (0 unless it is on).
 	ThreadViolations int64 `protobuf:"varint,13,opt,name=thread_violations,json=threadViolations,proto3" json:"thread_violations,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// As in HealthReply: who switched the GIL on, and when it was noticed.
+	GilEnabledBy   string `protobuf:"bytes,14,opt,name=gil_enabled_by,json=gilEnabledBy,proto3" json:"gil_enabled_by,omitempty"`
+	GilEnabledWhen string `protobuf:"bytes,15,opt,name=gil_enabled_when,json=gilEnabledWhen,proto3" json:"gil_enabled_when,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *StatsReply) Reset() {
@@ -934,6 +974,20 @@ func (x *StatsReply) GetThreadViolations() int64 {
 		return x.ThreadViolations
 	}
 	return 0
+}
+
+func (x *StatsReply) GetGilEnabledBy() string {
+	if x != nil {
+		return x.GilEnabledBy
+	}
+	return ""
+}
+
+func (x *StatsReply) GetGilEnabledWhen() string {
+	if x != nil {
+		return x.GilEnabledWhen
+	}
+	return ""
 }
 
 type ShutdownRequest struct {
@@ -1083,12 +1137,17 @@ const file_snakepit_v1_worker_proto_rawDesc = "" +
 	"\brequired\x18\x03 \x01(\bR\brequired\x12!\n" +
 	"\fdefault_json\x18\x04 \x01(\tR\vdefaultJson\x12\x12\n" +
 	"\x04kind\x18\x05 \x01(\tR\x04kind\"\x0f\n" +
-	"\rHealthRequest\"x\n" +
+	"\rHealthRequest\"\x99\x02\n" +
 	"\vHealthReply\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12G\n" +
 	"\x10protocol_version\x18\x02 \x01(\x0e2\x1c.snakepit.v1.ProtocolVersionR\x0fprotocolVersion\x12\x10\n" +
-	"\x03pid\x18\x03 \x01(\x05R\x03pid\"\x0e\n" +
-	"\fStatsRequest\"\xcf\x03\n" +
+	"\x03pid\x18\x03 \x01(\x05R\x03pid\x12\x1f\n" +
+	"\vgil_enabled\x18\x04 \x01(\bR\n" +
+	"gilEnabled\x12$\n" +
+	"\x0egil_enabled_by\x18\x05 \x01(\tR\fgilEnabledBy\x12(\n" +
+	"\x10gil_enabled_when\x18\x06 \x01(\tR\x0egilEnabledWhen\x12.\n" +
+	"\x13free_threaded_build\x18\a \x01(\bR\x11freeThreadedBuild\"\x0e\n" +
+	"\fStatsRequest\"\x9f\x04\n" +
 	"\n" +
 	"StatsReply\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12%\n" +
@@ -1105,7 +1164,9 @@ const file_snakepit_v1_worker_proto_rawDesc = "" +
 	" \x01(\x01R\ruptimeSeconds\x12\"\n" +
 	"\rmax_in_flight\x18\v \x01(\x05R\vmaxInFlight\x12\x18\n" +
 	"\aprofile\x18\f \x01(\tR\aprofile\x12+\n" +
-	"\x11thread_violations\x18\r \x01(\x03R\x10threadViolations\",\n" +
+	"\x11thread_violations\x18\r \x01(\x03R\x10threadViolations\x12$\n" +
+	"\x0egil_enabled_by\x18\x0e \x01(\tR\fgilEnabledBy\x12(\n" +
+	"\x10gil_enabled_when\x18\x0f \x01(\tR\x0egilEnabledWhen\",\n" +
 	"\x0fShutdownRequest\x12\x19\n" +
 	"\bgrace_ms\x18\x01 \x01(\x03R\agraceMs\",\n" +
 	"\rShutdownReply\x12\x1b\n" +

@@ -13,7 +13,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18snakepit/v1/worker.proto\x12\x0bsnakepit.v1\"\xd6\x01\n\x0e\x45xecuteRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12\x11\n\targs_json\x18\x03 \x01(\x0c\x12@\n\x0b\x62inary_args\x18\x04 \x03(\x0b\x32+.snakepit.v1.ExecuteRequest.BinaryArgsEntry\x12\x1a\n\x12\x64\x65\x61\x64line_unix_nano\x18\x05 \x01(\x03\x1a\x31\n\x0f\x42inaryArgsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"\x83\x01\n\x0c\x45xecuteReply\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\x0bresult_json\x18\x02 \x01(\x0cH\x00\x12\x14\n\nresult_raw\x18\x03 \x01(\x0cH\x00\x12\'\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x16.snakepit.v1.ErrorInfoH\x00\x42\t\n\x07outcome\"\xc8\x02\n\tErrorInfo\x12)\n\x04kind\x18\x01 \x01(\x0e\x32\x1b.snakepit.v1.ErrorInfo.Kind\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\ttraceback\x18\x04 \x01(\t\"\xdd\x01\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13KIND_TOOL_EXCEPTION\x10\x01\x12\x15\n\x11KIND_UNKNOWN_TOOL\x10\x02\x12\x16\n\x12KIND_BAD_ARGUMENTS\x10\x03\x12\x1b\n\x17KIND_UNENCODABLE_RESULT\x10\x04\x12\x1a\n\x16KIND_DEADLINE_EXCEEDED\x10\x05\x12\x16\n\x12KIND_SHUTTING_DOWN\x10\x06\x12\x12\n\x0eKIND_TOO_LARGE\x10\x07\x12\x12\n\x0eKIND_CANCELLED\x10\x08\"\x11\n\x0f\x44\x65scribeRequest\"F\n\rDescribeReply\x12$\n\x05tools\x18\x01 \x03(\x0b\x32\x15.snakepit.v1.ToolInfo\x12\x0f\n\x07\x61\x64\x61pter\x18\x02 \x01(\t\"_\n\x08ToolInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03\x64oc\x18\x02 \x01(\t\x12&\n\x06params\x18\x03 \x03(\x0b\x32\x16.snakepit.v1.ParamInfo\x12\x10\n\x08is_async\x18\x04 \x01(\x08\"c\n\tParamInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nannotation\x18\x02 \x01(\t\x12\x10\n\x08required\x18\x03 \x01(\x08\x12\x14\n\x0c\x64\x65\x66\x61ult_json\x18\x04 \x01(\t\x12\x0c\n\x04kind\x18\x05 \x01(\t\"\x0f\n\rHealthRequest\"^\n\x0bHealthReply\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x36\n\x10protocol_version\x18\x02 \x01(\x0e\x32\x1c.snakepit.v1.ProtocolVersion\x12\x0b\n\x03pid\x18\x03 \x01(\x05\"\x0e\n\x0cStatsRequest\"\xa7\x02\n\nStatsReply\x12\x0b\n\x03pid\x18\x01 \x01(\x05\x12\x16\n\x0epython_version\x18\x02 \x01(\t\x12\x16\n\x0eimplementation\x18\x03 \x01(\t\x12\x11\n\tin_flight\x18\x04 \x01(\x05\x12\x17\n\x0frequests_served\x18\x05 \x01(\x03\x12\x1b\n\x13\x66ree_threaded_build\x18\x06 \x01(\x08\x12\x13\n\x0bgil_enabled\x18\x07 \x01(\x08\x12\x10\n\x08\x63\x61pacity\x18\x08 \x01(\x05\x12\x11\n\trss_bytes\x18\t \x01(\x03\x12\x16\n\x0euptime_seconds\x18\n \x01(\x01\x12\x15\n\rmax_in_flight\x18\x0b \x01(\x05\x12\x0f\n\x07profile\x18\x0c \x01(\t\x12\x19\n\x11thread_violations\x18\r \x01(\x03\"#\n\x0fShutdownRequest\x12\x10\n\x08grace_ms\x18\x01 \x01(\x03\"\"\n\rShutdownReply\x12\x11\n\tin_flight\x18\x01 \x01(\x05*Q\n\x0fProtocolVersion\x12 \n\x1cPROTOCOL_VERSION_UNSPECIFIED\x10\x00\x12\x1c\n\x18PROTOCOL_VERSION_CURRENT\x10\x01\x32\xd4\x02\n\x06Worker\x12\x41\n\x07\x45xecute\x12\x1b.snakepit.v1.ExecuteRequest\x1a\x19.snakepit.v1.ExecuteReply\x12\x44\n\x08\x44\x65scribe\x12\x1c.snakepit.v1.DescribeRequest\x1a\x1a.snakepit.v1.DescribeReply\x12>\n\x06Health\x12\x1a.snakepit.v1.HealthRequest\x1a\x18.snakepit.v1.HealthReply\x12;\n\x05Stats\x12\x19.snakepit.v1.StatsRequest\x1a\x17.snakepit.v1.StatsReply\x12\x44\n\x08Shutdown\x12\x1c.snakepit.v1.ShutdownRequest\x1a\x1a.snakepit.v1.ShutdownReplyB0Z.github.com/snakepit-go/snakepit/pyworker/pb;pbb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18snakepit/v1/worker.proto\x12\x0bsnakepit.v1\"\xd6\x01\n\x0e\x45xecuteRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12\x11\n\targs_json\x18\x03 \x01(\x0c\x12@\n\x0b\x62inary_args\x18\x04 \x03(\x0b\x32+.snakepit.v1.ExecuteRequest.BinaryArgsEntry\x12\x1a\n\x12\x64\x65\x61\x64line_unix_nano\x18\x05 \x01(\x03\x1a\x31\n\x0f\x42inaryArgsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"\x83\x01\n\x0c\x45xecuteReply\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\x0bresult_json\x18\x02 \x01(\x0cH\x00\x12\x14\n\nresult_raw\x18\x03 \x01(\x0cH\x00\x12\'\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x16.snakepit.v1.ErrorInfoH\x00\x42\t\n\x07outcome\"\xc8\x02\n\tErrorInfo\x12)\n\x04kind\x18\x01 \x01(\x0e\x32\x1b.snakepit.v1.ErrorInfo.Kind\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\ttraceback\x18\x04 \x01(\t\"\xdd\x01\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13KIND_TOOL_EXCEPTION\x10\x01\x12\x15\n\x11KIND_UNKNOWN_TOOL\x10\x02\x12\x16\n\x12KIND_BAD_ARGUMENTS\x10\x03\x12\x1b\n\x17KIND_UNENCODABLE_RESULT\x10\x04\x12\x1a\n\x16KIND_DEADLINE_EXCEEDED\x10\x05\x12\x16\n\x12KIND_SHUTTING_DOWN\x10\x06\x12\x12\n\x0eKIND_TOO_LARGE\x10\x07\x12\x12\n\x0eKIND_CANCELLED\x10\x08\"\x11\n\x0f\x44\x65scribeRequest\"F\n\rDescribeReply\x12$\n\x05tools\x18\x01 \x03(\x0b\x32\x15.snakepit.v1.ToolInfo\x12\x0f\n\x07\x61\x64\x61pter\x18\x02 \x01(\t\"_\n\x08ToolInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03\x64oc\x18\x02 \x01(\t\x12&\n\x06params\x18\x03 \x03(\x0b\x32\x16.snakepit.v1.ParamInfo\x12\x10\n\x08is_async\x18\x04 \x01(\x08\"c\n\tParamInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nannotation\x18\x02 \x01(\t\x12\x10\n\x08required\x18\x03 \x01(\x08\x12\x14\n\x0c\x64\x65\x66\x61ult_json\x18\x04 \x01(\t\x12\x0c\n\x04kind\x18\x05 \x01(\t\"\x0f\n\rHealthRequest\"\xc2\x01\n\x0bHealthReply\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x36\n\x10protocol_version\x18\x02 \x01(\x0e\x32\x1c.snakepit.v1.ProtocolVersion\x12\x0b\n\x03pid\x18\x03 \x01(\x05\x12\x13\n\x0bgil_enabled\x18\x04 \x01(\x08\x12\x16\n\x0egil_enabled_by\x18\x05 \x01(\t\x12\x18\n\x10gil_enabled_when\x18\x06 \x01(\t\x12\x1b\n\x13\x66ree_threaded_build\x18\x07 \x01(\x08\"\x0e\n\x0cStatsRequest\"\xd9\x02\n\nStatsReply\x12\x0b\n\x03pid\x18\x01 \x01(\x05\x12\x16\n\x0epython_version\x18\x02 \x01(\t\x12\x16\n\x0eimplementation\x18\x03 \x01(\t\x12\x11\n\tin_flight\x18\x04 \x01(\x05\x12\x17\n\x0frequests_served\x18\x05 \x01(\x03\x12\x1b\n\x13\x66ree_threaded_build\x18\x06 \x01(\x08\x12\x13\n\x0bgil_enabled\x18\x07 \x01(\x08\x12\x10\n\x08\x63\x61pacity\x18\x08 \x01(\x05\x12\x11\n\trss_bytes\x18\t \x01(\x03\x12\x16\n\x0euptime_seconds\x18\n \x01(\x01\x12\x15\n\rmax_in_flight\x18\x0b \x01(\x05\x12\x0f\n\x07profile\x18\x0c \x01(\t\x12\x19\n\x11thread_violations\x18\r \x01(\x03\x12\x16\n\x0egil_enabled_by\x18\x0e \x01(\t\x12\x18\n\x10gil_enabled_when\x18\x0f \x01(\t\"#\n\x0fShutdownRequest\x12\x10\n\x08grace_ms\x18\x01 \x01(\x03\"\"\n\rShutdownReply\x12\x11\n\tin_flight\x18\x01 \x01(\x05*Q\n\x0fProtocolVersion\x12 \n\x1cPROTOCOL_VERSION_UNSPECIFIED\x10\x00\x12\x1c\n\x18PROTOCOL_VERSION_CURRENT\x10\x01\x32\xd4\x02\n\x06Worker\x12\x41\n\x07\x45xecute\x12\x1b.snakepit.v1.ExecuteRequest\x1a\x19.snakepit.v1.ExecuteReply\x12\x44\n\x08\x44\x65scribe\x12\x1c.snakepit.v1.DescribeRequest\x1a\x1a.snakepit.v1.DescribeReply\x12>\n\x06Health\x12\x1a.snakepit.v1.HealthRequest\x1a\x18.snakepit.v1.HealthReply\x12;\n\x05Stats\x12\x19.snakepit.v1.StatsRequest\x1a\x17.snakepit.v1.StatsReply\x12\x44\n\x08Shutdown\x12\x1c.snakepit.v1.ShutdownRequest\x1a\x1a.snakepit.v1.ShutdownReplyB0Z.github.com/snakepit-go/snakepit/pyworker/pb;pbb\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'snakepit.v1.worker_pb2', globals())
@@ -23,8 +23,8 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   DESCRIPTOR._serialized_options = b'Z.github.com/snakepit-go/snakepit/pyworker/pb;pb'
   _EXECUTEREQUEST_BINARYARGSENTRY._options = None
   _EXECUTEREQUEST_BINARYARGSENTRY._serialized_options = b'8\001'
-  _PROTOCOLVERSION._serialized_start=1512
-  _PROTOCOLVERSION._serialized_end=1593
+  _PROTOCOLVERSION._serialized_start=1663
+  _PROTOCOLVERSION._serialized_end=1744
   _EXECUTEREQUEST._serialized_start=42
   _EXECUTEREQUEST._serialized_end=256
   _EXECUTEREQUEST_BINARYARGSENTRY._serialized_start=207
@@ -45,16 +45,16 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _PARAMINFO._serialized_end=1010
   _HEALTHREQUEST._serialized_start=1012
   _HEALTHREQUEST._serialized_end=1027
-  _HEALTHREPLY._serialized_start=1029
-  _HEALTHREPLY._serialized_end=1123
-  _STATSREQUEST._serialized_start=1125
-  _STATSREQUEST._serialized_end=1139
-  _STATSREPLY._serialized_start=1142
-  _STATSREPLY._serialized_end=1437
-  _SHUTDOWNREQUEST._serialized_start=1439
-  _SHUTDOWNREQUEST._serialized_end=1474
-  _SHUTDOWNREPLY._serialized_start=1476
-  _SHUTDOWNREPLY._serialized_end=1510
-  _WORKER._serialized_start=1596
-  _WORKER._serialized_end=1936
+  _HEALTHREPLY._serialized_start=1030
+  _HEALTHREPLY._serialized_end=1224
+  _STATSREQUEST._serialized_start=1226
+  _STATSREQUEST._serialized_end=1240
+  _STATSREPLY._serialized_start=1243
+  _STATSREPLY._serialized_end=1588
+  _SHUTDOWNREQUEST._serialized_start=1590
+  _SHUTDOWNREQUEST._serialized_end=1625
+  _SHUTDOWNREPLY._serialized_start=1627
+  _SHUTDOWNREPLY._serialized_end=1661
+  _WORKER._serialized_start=1747
+  _WORKER._serialized_end=2087
 # @@protoc_insertion_point(module_scope)
