@@ -56,6 +56,10 @@ type NoPythonError = pyworker.NoPythonError
 // ExitStatus says how a worker process ended: exit code or signal.
 type ExitStatus = pyworker.ExitStatus
 
+// OOMVerdict says whether the kernel's out-of-memory killer ended a worker,
+// as far as its memory cgroup lets us know.
+type OOMVerdict = pyworker.OOMVerdict
+
 // PythonError is an exception raised by a tool, with its Python traceback.
 type PythonError struct {
 	Pool      string
@@ -75,19 +79,35 @@ type WorkerCrashedError struct {
 	Pool   string
 	Tool   string
 	Worker string
-	Exit   ExitStatus
-	// KilledBy says why the runtime itself killed the worker (for example its
-	// memory over RecyclePolicy.HardMemoryLimit); "" when it died on its own.
+	// Exit is how the process ended: exit code, or signal (and, for a
+	// SIGKILL, whether the kernel's out-of-memory killer did it, when the
+	// worker's memory cgroup lets us know: Exit.OOM).
+	Exit ExitStatus
+	// KilledBy says why the runtime itself killed the worker (a call stuck
+	// past Watchdog.HangGrace, failed health checks, its memory over
+	// RecyclePolicy.HardMemoryLimit, a broken connection); "" when it died
+	// on its own.
 	KilledBy string
+	// Stacks holds the Python stacks of all the worker's threads, dumped
+	// just before the runtime killed it for being stuck; "" otherwise.
+	Stacks string
 	// Stderr holds the last lines the worker wrote to stderr.
 	Stderr string
 }
 
 func (e *WorkerCrashedError) Error() string {
 	msg := fmt.Sprintf("snakepit: %s.%s: worker %s crashed (%s) while running the call", e.Pool, e.Tool, e.Worker, e.Exit)
-	if e.KilledBy != "" {
+	switch {
+	case e.KilledBy != "":
 		msg = fmt.Sprintf("snakepit: %s.%s: worker %s was killed by the runtime (%s) while running the call: %s",
 			e.Pool, e.Tool, e.Worker, e.Exit, e.KilledBy)
+	case e.Exit.Signal == syscall.SIGKILL && !e.Exit.OOM.Known:
+		msg += " (whether the kernel's out-of-memory killer sent it cannot be told: " + e.Exit.OOM.Detail + ")"
+	case e.Exit.Signal == syscall.SIGKILL && !e.Exit.OOM.Killed:
+		msg += " (not the out-of-memory killer: something outside the runtime killed it)"
+	}
+	if e.Stacks != "" {
+		msg += "; its Python stacks before the kill:\n" + e.Stacks
 	}
 	if e.Stderr != "" {
 		msg += "; last stderr lines:\n" + e.Stderr

@@ -84,6 +84,9 @@ func addPythonFacts(p *telemetry.PoolReport, stats []WorkerStats) {
 		}
 		p.FreeThreaded = p.FreeThreaded || s.FreeThreaded
 		p.GILEnabled = p.GILEnabled || s.GILEnabled
+		if s.GILEnabledBy != "" && p.GILEnabledBy == "" {
+			p.GILEnabledBy, p.GILEnabledWhen = s.GILEnabledBy, s.GILEnabledWhen
+		}
 	}
 	p.Python = strings.Join(versions, ",")
 }

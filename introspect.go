@@ -64,10 +64,14 @@ type WorkerStats struct {
 	Implementation string // e.g. "CPython"
 	FreeThreaded   bool   // built with Py_GIL_DISABLED
 	GILEnabled     bool   // the GIL is on at run time
-	Capacity       int
-	Profile        string // "process" or "thread", as the worker runs
-	InFlight       int
-	MaxInFlight    int // the most calls that ever ran at once in it
+	// GILEnabledBy names the module whose import switched the GIL on in a
+	// free-threaded worker (when Python's warning named it), GILEnabledWhen
+	// when the worker noticed: "adapter import", "first call of tool X".
+	GILEnabledBy, GILEnabledWhen string
+	Capacity                     int
+	Profile                      string // "process" or "thread", as the worker runs
+	InFlight                     int
+	MaxInFlight                  int // the most calls that ever ran at once in it
 	// ThreadViolations counts concurrent entries into code marked
 	// @snakepit.single_threaded (PoolConfig.ThreadSafetyChecks; 0 when off).
 	ThreadViolations int64
@@ -105,6 +109,7 @@ func (rt *Runtime) Stats(ctx context.Context, pool string) ([]WorkerStats, error
 		s := a.Reply
 		out = append(out, WorkerStats{ID: w.ID, Pid: int(s.GetPid()), Python: s.GetPythonVersion(),
 			Implementation: s.GetImplementation(), FreeThreaded: s.GetFreeThreadedBuild(), GILEnabled: s.GetGilEnabled(),
+			GILEnabledBy: s.GetGilEnabledBy(), GILEnabledWhen: s.GetGilEnabledWhen(),
 			Capacity: int(s.GetCapacity()), Profile: s.GetProfile(), InFlight: int(s.GetInFlight()), MaxInFlight: int(s.GetMaxInFlight()), ThreadViolations: s.GetThreadViolations(), RequestsServed: s.GetRequestsServed(),
 			RSSBytes: s.GetRssBytes(), Uptime: time.Duration(s.GetUptimeSeconds() * float64(time.Second))})
 	}

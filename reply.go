@@ -6,6 +6,7 @@ import (
 	"syscall"
 
 	apb "github.com/snakepit-go/snakepit/actors/pb"
+	"github.com/snakepit-go/snakepit/pyworker"
 	wpb "github.com/snakepit-go/snakepit/pyworker/pb"
 )
 
@@ -30,7 +31,8 @@ func failureError(pool, tool, worker string, f *apb.Failure) error {
 		return callError(pool, tool, ErrPoolSaturated, f.GetMessage()+": retry later, add workers (PoolConfig.Size) or raise PoolConfig.QueueSize")
 	case apb.Failure_CODE_WORKER_CRASHED:
 		return &WorkerCrashedError{Pool: pool, Tool: tool, Worker: worker, Stderr: f.GetStderrTail(), KilledBy: f.GetKilledBy(),
-			Exit: ExitStatus{Code: int(f.GetExitCode()), Signal: syscall.Signal(f.GetSignal())}}
+			Stacks: f.GetStacks(), Exit: ExitStatus{Code: int(f.GetExitCode()), Signal: syscall.Signal(f.GetSignal()),
+				OOM: pyworker.OOMVerdict{Known: f.GetOomKnown(), Killed: f.GetOomKilled(), Detail: f.GetOomDetail()}}}
 	case apb.Failure_CODE_DEADLINE:
 		return fmt.Errorf("snakepit: %s.%s: %s: %w", pool, tool, f.GetMessage(), context.DeadlineExceeded)
 	case apb.Failure_CODE_CANCELLED:

@@ -128,8 +128,11 @@ func (rt *Runtime) startPool(ctx context.Context, p PoolConfig) error {
 		return fmt.Errorf("snakepit: pool %q: %w", p.Name, err)
 	}
 	profile, _ := profiles.Lookup(p.Profile) // validated
-	shape := profile.Shape(profiles.Settings{ThreadsPerWorker: p.ThreadsPerWorker, Interpreter: profiles.Interpreter{
-		Version: interp.Version, FreeThreaded: interp.FreeThreaded, GILEnabled: interp.GILEnabled}})
+	in := profiles.Interpreter{Version: interp.Version, FreeThreaded: interp.FreeThreaded, GILEnabled: interp.GILEnabled}
+	if p.Profile == profiles.AutoName && in.FreeThreaded && !in.GILEnabled {
+		rt.checkAdapterGIL(ctx, p, interp, &in)
+	}
+	shape := profile.Shape(profiles.Settings{ThreadsPerWorker: p.ThreadsPerWorker, Interpreter: in})
 	log := rt.log.Named(p.Name)
 	log.Debug("pool shape", "profile", shape.Profile, "capacity", shape.Capacity, "why", shape.Why, "python", interp.Path)
 	settings := actors.PoolSettings{
@@ -154,6 +157,28 @@ func (rt *Runtime) startPool(ctx context.Context, p PoolConfig) error {
 	rt.pools[p.Name] = pid
 	rt.names = append(rt.names, p.Name)
 	return nil
+}
+
+// checkAdapterGIL imports the adapter once, for the auto profile on a
+// free-threaded interpreter: an extension that switches the GIL on makes
+// auto pick processes. If the import fails, the workers' boot reports why.
+func (rt *Runtime) checkAdapterGIL(ctx context.Context, p PoolConfig, interp pyworker.Interpreter, in *profiles.Interpreter) {
+	spec := pyworker.Spec{Adapter: p.Adapter, Interpreter: interp, PackageDir: rt.pkgDir, PythonPath: p.PythonPath,
+		Env: envList(p.Env, nil), Dir: p.Dir}
+	cctx, cancel := context.WithTimeout(ctx, p.StartTimeout)
+	defer cancel()
+	on, by, err := spec.AdapterGIL(cctx)
+	switch {
+	case err != nil:
+		rt.log.Debug("could not check whether the adapter switches the GIL on", "pool", p.Name, "error", err)
+	case on:
+		in.GILEnabled, in.GILEnabledBy = true, by
+		if by == "" {
+			in.GILEnabledBy = "(unnamed)"
+		}
+		rt.log.Warn("importing the adapter switches the free-threaded interpreter's GIL on; profile auto picks process",
+			"pool", p.Name, "module", by, "fix", "the module must declare free-threading support (Py_mod_gil)")
+	}
 }
 
 // unsetInHost keeps the KEY=VALUE pairs whose key the host's environment

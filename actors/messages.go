@@ -87,6 +87,11 @@ type (
 		boot     time.Duration // from launch to ready
 		bootCPU  time.Duration // CPU the process used to become ready
 	}
+	// gilState is what a free-threaded worker last said about its GIL.
+	gilState struct {
+		on       bool
+		by, when string
+	}
 	workerDown struct {
 		worker *actor.PID
 		gen    uint64
@@ -126,6 +131,7 @@ type (
 	processExited struct {
 		gen    uint64
 		status pyworker.ExitStatus
+		stderr string // its last stderr lines
 	}
 	transportBroken struct {
 		gen uint64
@@ -141,6 +147,8 @@ type (
 	crashed struct {
 		status   pyworker.ExitStatus
 		killedBy string
+		stderr   string // the last lines it wrote to stderr
+		stacks   string // dumped before a kill for being stuck
 	}
 	// bootFailed: the worker cannot start; restarting would not help.
 	bootFailed struct{ err error }

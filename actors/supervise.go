@@ -3,6 +3,7 @@ package actors
 import (
 	"errors"
 	"fmt"
+	"syscall"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -69,11 +70,26 @@ func (p *poolActor) publishCrash(w *worker, reason any) {
 		return
 	}
 	e := telemetry.WorkerCrashed{Time: time.Now(), Pool: p.s.Name, Worker: w.slot.id, Pid: w.osPid, ExitCode: c.status.Code,
-		Signal: int(c.status.Signal), KilledBy: c.killedBy, Exit: exitOf(reason).String()}
+		Signal: int(c.status.Signal), KilledBy: c.killedBy, Exit: exitOf(reason).String(), OOM: oomText(c),
+		Stderr: c.stderr, Stacks: c.stacks}
 	if !w.started.IsZero() {
 		e.Uptime = p.now().Sub(w.started)
 	}
 	p.s.Events.Publish(e)
+}
+
+// oomText says what is known of an out-of-memory kill, for a SIGKILL the
+// runtime did not send.
+func oomText(c *crashed) string {
+	switch {
+	case c.status.Signal != syscall.SIGKILL || c.killedBy != "":
+		return ""
+	case !c.status.OOM.Known:
+		return "unknown: " + c.status.OOM.Detail
+	case c.status.OOM.Killed:
+		return "yes: " + c.status.OOM.Detail
+	}
+	return "no: " + c.status.OOM.Detail
 }
 
 // recycleFailure handles the failures that belong to a recycle and never
@@ -128,7 +144,7 @@ func (p *poolActor) self(_ *actor.ActorSystem, sup actor.Supervisor) *actor.PID 
 func exitOf(reason any) supervision.Exit {
 	switch r := reason.(type) {
 	case *crashed:
-		e := supervision.Exit{Kind: supervision.ExitCrashed, Code: r.status.Code, Signal: r.status.Signal}
+		e := supervision.Exit{Kind: supervision.ExitCrashed, Code: r.status.Code, Signal: r.status.Signal, OOMKilled: r.status.OOM.Killed}
 		if r.killedBy != "" {
 			e.Kind, e.Why = supervision.ExitKilled, r.killedBy
 		}

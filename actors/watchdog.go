@@ -10,6 +10,7 @@ import (
 	apb "github.com/snakepit-go/snakepit/actors/pb"
 	wpb "github.com/snakepit-go/snakepit/pyworker/pb"
 	"github.com/snakepit-go/snakepit/supervision"
+	"github.com/snakepit-go/snakepit/telemetry"
 )
 
 // The worker's watchdog: calls whose caller gave up keep their capacity
@@ -38,8 +39,9 @@ type (
 	}
 	healthTick    struct{ gen uint64 }
 	healthChecked struct {
-		gen uint64
-		err error
+		gen   uint64
+		reply *wpb.HealthReply
+		err   error
 	}
 )
 
@@ -116,7 +118,7 @@ func (w *workerActor) onInFlightSample(ctx actor.Context, m *inFlightSample) {
 	grace := w.watchdog().HangGrace
 	for id, a := range w.abandoned {
 		if stuck := time.Since(a.since); stuck >= grace {
-			w.kill(fmt.Sprintf("call %s of tool %q was still running %s after its caller gave up on it (PoolConfig.Watchdog.HangGrace %s)",
+			w.killStuck(fmt.Sprintf("call %s of tool %q was still running %s after its caller gave up on it (PoolConfig.Watchdog.HangGrace %s)",
 				id, a.tool, stuck.Round(time.Millisecond), grace))
 			return
 		}
@@ -143,7 +145,7 @@ func (w *workerActor) onHealthTick(ctx actor.Context, m *healthTick) {
 		if err == nil && !h.GetOk() {
 			err = fmt.Errorf("the worker reports it is not ok")
 		}
-		root.Send(self, &healthChecked{gen: gen, err: err})
+		root.Send(self, &healthChecked{gen: gen, reply: h, err: err})
 	}()
 }
 
@@ -154,25 +156,65 @@ func (w *workerActor) onHealthChecked(m *healthChecked) {
 	}
 	if m.err == nil {
 		w.healthFails = 0
+		w.noticeGIL(m.reply)
 		return
 	}
 	w.healthFails++
 	p := w.watchdog()
 	w.slot.log.Warn("worker failed a health check", "pid", w.h.Pid(), "in_a_row", w.healthFails, "of", p.HealthFailures, "error", m.err)
 	if w.healthFails >= p.HealthFailures {
-		w.kill(fmt.Sprintf("it failed %d health checks in a row, each allowed %s (PoolConfig.Watchdog): %v",
+		w.killStuck(fmt.Sprintf("it failed %d health checks in a row, each allowed %s (PoolConfig.Watchdog): %v",
 			w.healthFails, p.HealthTimeout, m.err))
 	}
 }
 
 // kill kills the process at once, recording why; its exit then takes the
 // crash path, carrying the reason.
-func (w *workerActor) kill(why string) {
+func (w *workerActor) kill(why string) { w.killWith(why, false) }
+
+// killStuck kills a worker that is stuck, after asking it for the Python
+// stacks of its threads (bounded by stackWait: a frozen process is killed
+// on time all the same); the stacks go with the crash to callers, the event
+// and the log.
+func (w *workerActor) killStuck(why string) { w.killWith(why, true) }
+
+// stackWait bounds the wait for a stuck worker's stack dump.
+const stackWait = 500 * time.Millisecond
+
+func (w *workerActor) killWith(why string, stacks bool) {
 	if w.h == nil || w.killedBy != "" {
 		return
 	}
 	w.slot.log.Warn("killing worker", "pid", w.h.Pid(), "why", why)
 	w.killedBy = why
 	w.run.killedBy.Store(&why)
-	go w.h.Kill()
+	h, run, log := w.h, w.run, w.slot.log
+	go func() {
+		if stacks {
+			if dump := h.DumpStacks(stackWait); dump != "" {
+				run.stacks.Store(&dump) // before the kill: onExit reads it after
+				log.Warn("stacks of the stuck worker before it was killed", "pid", h.Pid(), "stacks", dump)
+			} else {
+				log.Warn("the stuck worker wrote no stacks before it was killed (frozen?)", "pid", h.Pid(), "waited", stackWait)
+			}
+		}
+		h.Kill()
+	}()
+}
+
+// noticeGIL publishes a free-threaded worker's GIL being switched on, once
+// per change (at start, or by a module a tool imported later).
+func (w *workerActor) noticeGIL(h *wpb.HealthReply) {
+	if !h.GetFreeThreadedBuild() || !h.GetGilEnabled() {
+		return
+	}
+	now := gilState{on: true, by: h.GetGilEnabledBy(), when: h.GetGilEnabledWhen()}
+	if now == w.gil {
+		return
+	}
+	w.gil = now
+	w.slot.log.Warn("the GIL of this free-threaded worker was switched on", "module", now.by, "when", now.when,
+		"fix", "the module must declare free-threading support (Py_mod_gil), or run the pool with Profile \"process\"")
+	publish(w.slot.settings.Events, telemetry.GILEnabled{Time: time.Now(), Pool: w.slot.settings.Pool, Worker: w.slot.id,
+		Module: now.by, When: now.when})
 }

@@ -58,6 +58,7 @@ type workerActor struct {
 	healthDone  chan struct{}
 	checking    bool
 	healthFails int
+	gil         gilState
 }
 
 func newWorkerProps(slot *workerSlot) *actor.Props {
@@ -144,13 +145,14 @@ func (w *workerActor) onLaunched(ctx actor.Context, m *launched) {
 	w.cancel()
 	w.h = m.h
 	w.slot.log.Debug("worker ready", "pid", m.h.Pid(), "python", m.h.Python)
-	self, root, gen, proc := ctx.Self(), ctx.ActorSystem().Root, w.gen, m.h.Proc
+	self, root, gen, proc, h := ctx.Self(), ctx.ActorSystem().Root, w.gen, m.h.Proc, m.h
 	go func() {
 		<-proc.Done()
-		root.Send(self, &processExited{gen: gen, status: proc.Status()})
+		root.Send(self, &processExited{gen: gen, status: proc.Status(), stderr: h.FinalStderrTail()})
 	}()
 	w.startRunners(ctx, w.slot.settings.Spec.Capacity)
 	w.startHealthChecks(ctx)
+	w.noticeGIL(m.h.Health)
 	ctx.Send(ctx.Parent(), &workerReady{worker: self, gen: w.gen, capacity: w.slot.settings.Spec.Capacity, pid: m.h.Pid(),
 		boot: time.Since(w.launchedAt), bootCPU: m.bootCPU})
 }
@@ -202,6 +204,7 @@ type runner struct {
 	id, pool     string
 	events       *telemetry.Bus
 	killedBy     atomic.Pointer[string] // set before the runtime kills the process
+	stacks       atomic.Pointer[string] // the Python stacks dumped before a kill for being stuck
 }
 
 // startRunners starts capacity goroutines serving jobs until it is closed.
@@ -230,6 +233,9 @@ func (r *runner) call(j job) {
 	if f := reply.GetFailure(); f.GetCode() == apb.Failure_CODE_WORKER_CRASHED {
 		if why := r.killedBy.Load(); why != nil {
 			f.KilledBy = *why
+		}
+		if st := r.stacks.Load(); st != nil {
+			f.Stacks = *st
 		}
 	}
 	if reply.GetFailure().GetCode() == apb.Failure_CODE_TRANSPORT {
@@ -284,7 +290,8 @@ func classifyFailure(ctx context.Context, h *pyworker.Handle, err error, down fu
 		down()
 		st := h.Proc.Status()
 		return &apb.Failure{Code: apb.Failure_CODE_WORKER_CRASHED, Message: st.String(),
-			ExitCode: int32(st.Code), Signal: int32(st.Signal), StderrTail: h.StderrTail()}
+			ExitCode: int32(st.Code), Signal: int32(st.Signal), StderrTail: h.FinalStderrTail(),
+			OomKnown: st.OOM.Known, OomKilled: st.OOM.Killed, OomDetail: st.OOM.Detail}
 	case <-t.C:
 		return &apb.Failure{Code: apb.Failure_CODE_TRANSPORT, Message: err.Error()}
 	}
@@ -304,7 +311,11 @@ func (w *workerActor) onExit(ctx actor.Context, m *processExited) {
 		w.slot.log.Warn("worker process died", "pid", w.h.Pid(), "status", m.status.String())
 	}
 	ctx.Send(ctx.Parent(), &workerDown{worker: ctx.Self(), gen: w.gen})
-	panic(&crashed{status: m.status, killedBy: w.killedBy})
+	c := &crashed{status: m.status, killedBy: w.killedBy, stderr: m.stderr}
+	if st := w.run.stacks.Load(); st != nil {
+		c.stacks = *st
+	}
+	panic(c)
 }
 
 // onKill kills the process at once for the reason the pool gives; its exit

@@ -47,6 +47,9 @@ type Interpreter struct {
 	Version      string
 	FreeThreaded bool // built with Py_GIL_DISABLED
 	GILEnabled   bool // the GIL is on at run time
+	// GILEnabledBy names the module whose import switches the GIL on, when
+	// a free-threaded interpreter's GIL is on only because of it.
+	GILEnabledBy string
 }
 
 // Settings are the pool settings a profile reads.
@@ -122,6 +125,8 @@ func Choose(in Interpreter) (Profile, string) {
 	switch {
 	case in.FreeThreaded && !in.GILEnabled:
 		return Thread{}, fmt.Sprintf("Python %s is free-threaded and its GIL is off", in.Version)
+	case in.FreeThreaded && in.GILEnabledBy != "":
+		return Process{}, fmt.Sprintf("Python %s is free-threaded, but importing the adapter switches its GIL on (module %s does not declare free-threading support)", in.Version, in.GILEnabledBy)
 	case in.FreeThreaded:
 		return Process{}, fmt.Sprintf("Python %s is a free-threaded build but its GIL is on (PYTHON_GIL=1 or -X gil=1?)", in.Version)
 	default:

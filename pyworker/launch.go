@@ -48,8 +48,12 @@ type Handle struct {
 	Proc   Process
 	Conn   Conn
 	Python string // version reported by the worker
-	stderr *stderrLogger
-	stop   sync.Once
+	// Health is the worker's answer to its first health check (GIL state).
+	Health     *pb.HealthReply
+	stackFile  string // where the worker dumps its stacks on SIGUSR1
+	stderr     *stderrLogger
+	stderrDone chan struct{} // closed once its stderr reached EOF
+	stop       sync.Once
 }
 
 // Pid is the worker's OS process id.
@@ -58,26 +62,51 @@ func (h *Handle) Pid() int { return h.Proc.Pid() }
 // StderrTail returns the last lines the worker wrote to stderr.
 func (h *Handle) StderrTail() string { return h.stderr.Tail() }
 
+// stderrDrain bounds the wait for a dead worker's last stderr lines (a child
+// it left behind may hold the pipe open).
+const stderrDrain = 250 * time.Millisecond
+
+// FinalStderrTail is StderrTail once the process has exited: it first waits
+// (up to a quarter second) until its stderr was read to the end, so the
+// last words of a crash (a fatal error, a traceback) are in it. It blocks:
+// call it from a goroutine.
+func (h *Handle) FinalStderrTail() string {
+	if h.stderrDone != nil {
+		t := time.NewTimer(stderrDrain)
+		defer t.Stop()
+		select {
+		case <-h.stderrDone:
+		case <-t.C:
+		}
+	}
+	return h.stderr.Tail()
+}
+
 var socketSeq atomic.Uint64
 
 // Launch starts a worker and returns it once it has completed the handshake
 // and answered a health check. Named steps: spawn, handshake, connect, ready.
 // If ctx ends first the process is killed.
 func Launch(ctx context.Context, s Spec) (*Handle, error) {
-	sock := filepath.Join(s.RunDir, "w"+strconv.FormatUint(socketSeq.Add(1), 10)+".sock")
-	proc, pipes, err := startProcess(s.command(sock))
+	base := filepath.Join(s.RunDir, "w"+strconv.FormatUint(socketSeq.Add(1), 10))
+	sock, stacks := base+".sock", base+".stacks"
+	proc, pipes, err := startProcess(s.command(sock, stacks))
 	if err != nil {
 		return nil, err
 	}
 	if s.Processes != nil {
 		s.Processes.add(proc)
 	}
-	h := &Handle{Proc: proc, stderr: &stderrLogger{log: s.Logger}}
-	go readLines(pipes.stderr, h.stderr.line)
+	h := &Handle{Proc: proc, stackFile: stacks, stderr: &stderrLogger{log: s.Logger}}
+	h.stderrDone = make(chan struct{})
+	go func() {
+		defer close(h.stderrDone)
+		readLines(pipes.stderr, h.stderr.line)
+	}()
 	hello, err := handshake(ctx, s, proc, pipes, h.stderr)
 	if err == nil {
 		h.Python = hello.Python
-		h.Conn, err = connect(ctx, s, sock)
+		h.Conn, h.Health, err = connect(ctx, s, sock)
 	}
 	if err != nil {
 		h.Kill()
@@ -86,9 +115,9 @@ func Launch(ctx context.Context, s Spec) (*Handle, error) {
 	return h, nil
 }
 
-func (s Spec) command(sock string) Command {
+func (s Spec) command(sock, stacks string) Command {
 	args := []string{"-u", "-m", "snakepit.worker",
-		"--adapter", s.Adapter, "--transport", s.Transport.Name(), "--socket", sock,
+		"--adapter", s.Adapter, "--transport", s.Transport.Name(), "--socket", sock, "--stack-file", stacks,
 		"--worker-id", s.ID, "--run-id", s.RunID, "--capacity", strconv.Itoa(s.Capacity),
 		"--watch-stdin"}
 	args = append(args, hostArgs()...) // lets a later start's sweep tell whether we are gone
@@ -117,6 +146,7 @@ func (s Spec) environ() []string {
 	}
 	env = append(env, "PYTHONPATH="+strings.Join(path, string(os.PathListSeparator)),
 		"PYTHONUNBUFFERED=1", "SNAKEPIT_TOKEN="+s.Token,
+		"PYTHONFAULTHANDLER=1", // a fatal signal (SIGSEGV, SIGABRT) writes the stacks to stderr
 		"SNAKEPIT_MAX_MESSAGE_BYTES="+strconv.Itoa(s.MaxMessageBytes))
 	return append(env, s.Env...)
 }
@@ -203,10 +233,10 @@ func parseBootError(s Spec, payload string) handshakeResult {
 }
 
 // connect dials the worker and waits for its first successful health check.
-func connect(ctx context.Context, s Spec, sock string) (Conn, error) {
+func connect(ctx context.Context, s Spec, sock string) (Conn, *pb.HealthReply, error) {
 	conn, err := s.Transport.Dial(ctx, Endpoint{Socket: sock, Token: s.Token, MaxMessageBytes: s.MaxMessageBytes})
 	if err != nil {
-		return nil, fmt.Errorf("worker %s: connect: %w", s.ID, err)
+		return nil, nil, fmt.Errorf("worker %s: connect: %w", s.ID, err)
 	}
 	h, err := conn.Health(ctx)
 	if err == nil && !h.GetOk() {
@@ -217,9 +247,9 @@ func connect(ctx context.Context, s Spec, sock string) (Conn, error) {
 	}
 	if err != nil {
 		_ = conn.Close()
-		return nil, fmt.Errorf("worker %s: health check: %w", s.ID, err)
+		return nil, nil, fmt.Errorf("worker %s: health check: %w", s.ID, err)
 	}
-	return conn, nil
+	return conn, h, nil
 }
 
 // Kill ends the worker's process group at once and waits until it is reaped.

@@ -52,7 +52,7 @@ func TestCommandCarriesHostIdentity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := Spec{Interpreter: Interpreter{Path: "/usr/bin/python3"}, Transport: Native{}, RunID: "r9", Capacity: 1}.command("/x.sock")
+	cmd := Spec{Interpreter: Interpreter{Path: "/usr/bin/python3"}, Transport: Native{}, RunID: "r9", Capacity: 1}.command("/x.sock", "/x.stacks")
 	mark, ok := parseWorkerArgs(append([]string{cmd.Path}, cmd.Args...))
 	if !ok || mark != (workerMark{RunID: "r9", Host: self}) {
 		t.Fatalf("the worker's argv %q reads back as %+v %v, want run r9 of host %v", cmd.Args, mark, ok, self)

@@ -13,7 +13,7 @@ const (
 	readyPrefix     = "SNAKEPIT-READY "
 	bootErrorPrefix = "SNAKEPIT-BOOT-ERROR "
 	maxLogLine      = 64 << 10
-	stderrTailLines = 20
+	stderrTailLines = 100 // a fatal error with every thread's stack fits
 )
 
 // readLines calls fn for every line of r (without its newline); lines longer

@@ -17,6 +17,19 @@ type ExitStatus struct {
 	Code int
 	// Signal is the signal that killed the process, 0 when it exited.
 	Signal syscall.Signal
+	// OOM says, for a SIGKILL, whether the kernel's out-of-memory killer
+	// did it, as far as the oom_kill counter of the worker's memory cgroup
+	// tells (memory.events in cgroup v2, memory.oom_control in v1).
+	OOM OOMVerdict
+}
+
+// OOMVerdict is what the kernel lets us know about an out-of-memory kill.
+type OOMVerdict struct {
+	// Known is false when it cannot be told (no memory cgroup counter
+	// readable); then Killed is false and means nothing: never a guess.
+	Known, Killed bool
+	// Detail gives the evidence, or why there is none.
+	Detail string
 }
 
 // Signaled reports whether a signal ended the process.
@@ -24,7 +37,11 @@ func (s ExitStatus) Signaled() bool { return s.Signal != 0 }
 
 func (s ExitStatus) String() string {
 	if s.Signaled() {
-		return fmt.Sprintf("killed by signal %d (%s)", int(s.Signal), signame.Name(s.Signal))
+		msg := fmt.Sprintf("killed by signal %d (%s)", int(s.Signal), signame.Name(s.Signal))
+		if s.OOM.Killed {
+			msg += " from the kernel's out-of-memory killer"
+		}
+		return msg
 	}
 	return fmt.Sprintf("exit code %d", s.Code)
 }
@@ -66,6 +83,7 @@ type osProcess struct {
 	done    chan struct{}
 	status  ExitStatus
 	closeIn sync.Once
+	oom     *oomWatch
 }
 
 // pipes are the parent's ends of the child's standard streams.
@@ -101,7 +119,7 @@ func startProcess(c Command) (*osProcess, *pipes, error) {
 		closeAll(inW, outR, errR)
 		return nil, nil, fmt.Errorf("start %s: %w", c.Path, err)
 	}
-	p := &osProcess{cmd: cmd, stdin: inW, done: make(chan struct{})}
+	p := &osProcess{cmd: cmd, stdin: inW, done: make(chan struct{}), oom: newOOMWatch(cmd.Process.Pid)}
 	go p.reap()
 	return p, &pipes{stdin: inW, stdout: outR, stderr: errR}, nil
 }
@@ -114,6 +132,9 @@ func (p *osProcess) reap() {
 		p.status = exitStatusOf(p.cmd.ProcessState)
 	default:
 		p.status = ExitStatus{Code: -1}
+	}
+	if p.status.Signal == syscall.SIGKILL {
+		p.status.OOM = p.oom.verdict()
 	}
 	p.CloseStdin()
 	close(p.done)

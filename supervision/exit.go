@@ -45,6 +45,9 @@ type Exit struct {
 	Signal syscall.Signal
 	// Why explains a kill or a recycle, or carries the boot error.
 	Why string
+	// OOMKilled: the kernel's out-of-memory killer sent the SIGKILL (as the
+	// worker's memory cgroup tells).
+	OOMKilled bool
 }
 
 // Normal reports whether the process ended as asked or with exit code 0:
@@ -63,6 +66,9 @@ func (e Exit) String() string {
 	status := fmt.Sprintf("exit code %d", e.Code)
 	if e.Signal != 0 {
 		status = fmt.Sprintf("signal %d (%s)", int(e.Signal), signame.Name(e.Signal))
+		if e.OOMKilled {
+			status += " from the kernel's out-of-memory killer"
+		}
 	}
 	switch e.Kind {
 	case ExitCrashed:

@@ -91,6 +91,15 @@ type WorkerCrashed struct {
 	// Exit is the typed exit reason, as text (supervision.Exit).
 	Exit   string
 	Uptime time.Duration // how long the process had been ready (0 if it never was)
+	// OOM, for a SIGKILL the runtime did not send: "yes: …" when the
+	// kernel's out-of-memory killer sent it, "no: …" when not, "unknown: …"
+	// when the worker's memory cgroup cannot tell; "" otherwise.
+	OOM string
+	// Stderr holds the last lines the worker wrote to stderr.
+	Stderr string
+	// Stacks holds the Python stacks of all its threads, dumped just before
+	// the runtime killed it for being stuck; "" otherwise.
+	Stacks string
 }
 
 // WorkerRestarted: a crashed worker is being started again after its
@@ -118,6 +127,21 @@ type WorkerRecycled struct {
 	Uptime   time.Duration // how long it had been ready
 	Requests int64         // calls it served
 	RSS      uint64        // its last sampled resident memory, bytes (0: not sampled)
+}
+
+// GILEnabled: on a free-threaded Python, a worker's GIL got switched on by
+// an extension module that does not declare free-threading support; its
+// threads now run Python one at a time.
+type GILEnabled struct {
+	Time   time.Time
+	Pool   string
+	Worker string
+	// Module is the module whose import did it, as Python's warning names
+	// it ("" when it did not say).
+	Module string
+	// When is when the worker noticed: "adapter import" or "first call of
+	// tool X".
+	When string
 }
 
 // BootFailed: a worker could not start its adapter (import error, exception
@@ -168,6 +192,9 @@ func (WorkerRestarted) EventName() string { return "worker.restarted" }
 
 // EventName implements Event.
 func (WorkerRecycled) EventName() string { return "worker.recycled" }
+
+// EventName implements Event.
+func (GILEnabled) EventName() string { return "worker.gil_enabled" }
 
 // EventName implements Event.
 func (BootFailed) EventName() string { return "pool.boot_failed" }

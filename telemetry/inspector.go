@@ -60,6 +60,12 @@ type PoolReport struct {
 	// Uptime is how long the pool has run; 0 when unknown. JSON:
 	// "uptime_seconds".
 	Uptime time.Duration `json:"-"`
+	// GILEnabledBy names the module whose import switched the GIL on in a
+	// free-threaded worker, when Python's warning named it, and
+	// GILEnabledWhen when the worker noticed ("adapter import", "first call
+	// of tool X"); "" otherwise.
+	GILEnabledBy   string `json:"gil_enabled_by"`
+	GILEnabledWhen string `json:"gil_enabled_when"`
 	// CallCPUFraction is the CPU time the workers' processes used per
 	// second they had a call running (nil: not measured yet, under 1 s
 	// busy). About 1 for CPU-bound Python under a GIL, whatever the thread

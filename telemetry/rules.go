@@ -180,10 +180,13 @@ func gilEnabledFreeThreaded(p PoolReport, _ Thresholds) (Recommendation, bool) {
 	if p.Profile == "thread" {
 		effect = "its thread-profile workers run Python one thread at a time"
 	}
+	who := "an extension module without free-threading support re-enabled it on import (Python's RuntimeWarning in the worker logs names it)"
+	if p.GILEnabledBy != "" {
+		who = fmt.Sprintf("module %s re-enabled it on import (%s): it does not declare free-threading support", p.GILEnabledBy, p.GILEnabledWhen)
+	}
 	return Recommendation{Severity: SeverityWarn, Evidence: map[string]float64{"free_threaded": 1, "gil_enabled": 1}, Message: fmt.Sprintf(
-		"Python %s is a free-threaded build but its GIL is on: an extension module without free-threading support re-enabled it "+
-			"on import (Python's RuntimeWarning in the worker logs names it); %s. Upgrade or drop that extension, "+
-			"or run Profile \"process\"", p.Python, effect)}, true
+		"Python %s is a free-threaded build but its GIL is on: %s; %s. Upgrade or drop that extension, "+
+			"or run Profile \"process\"", p.Python, who, effect)}, true
 }
 
 // frequentMemoryRecycles: many recycles for memory, or a high rate of them.

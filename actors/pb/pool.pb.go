@@ -270,7 +270,15 @@ type Failure struct {
 	StderrTail string `protobuf:"bytes,5,opt,name=stderr_tail,json=stderrTail,proto3" json:"stderr_tail,omitempty"`
 	// For CODE_WORKER_CRASHED: why the runtime killed the worker (e.g. its
 	// memory over the hard limit); empty when it died on its own.
-	KilledBy      string `protobuf:"bytes,6,opt,name=killed_by,json=killedBy,proto3" json:"killed_by,omitempty"`
+	KilledBy string `protobuf:"bytes,6,opt,name=killed_by,json=killedBy,proto3" json:"killed_by,omitempty"`
+	// For a SIGKILL: whether the kernel's out-of-memory killer did it, as the
+	// worker's memory cgroup tells; oom_known false when it cannot tell.
+	OomKnown  bool   `protobuf:"varint,7,opt,name=oom_known,json=oomKnown,proto3" json:"oom_known,omitempty"`
+	OomKilled bool   `protobuf:"varint,8,opt,name=oom_killed,json=oomKilled,proto3" json:"oom_killed,omitempty"`
+	OomDetail string `protobuf:"bytes,9,opt,name=oom_detail,json=oomDetail,proto3" json:"oom_detail,omitempty"`
+	// Python stacks of all the worker's threads, dumped just before the
+	// runtime killed it for being stuck; empty otherwise.
+	Stacks        string `protobuf:"bytes,10,opt,name=stacks,proto3" json:"stacks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -347,6 +355,34 @@ func (x *Failure) GetKilledBy() string {
 	return ""
 }
 
+func (x *Failure) GetOomKnown() bool {
+	if x != nil {
+		return x.OomKnown
+	}
+	return false
+}
+
+func (x *Failure) GetOomKilled() bool {
+	if x != nil {
+		return x.OomKilled
+	}
+	return false
+}
+
+func (x *Failure) GetOomDetail() string {
+	if x != nil {
+		return x.OomDetail
+	}
+	return ""
+}
+
+func (x *Failure) GetStacks() string {
+	if x != nil {
+		return x.Stacks
+	}
+	return ""
+}
+
 var File_snakepit_actors_v1_pool_proto protoreflect.FileDescriptor
 
 const file_snakepit_actors_v1_pool_proto_rawDesc = "" +
@@ -363,7 +399,7 @@ const file_snakepit_actors_v1_pool_proto_rawDesc = "" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12/\n" +
 	"\x05reply\x18\x02 \x01(\v2\x19.snakepit.v1.ExecuteReplyR\x05reply\x125\n" +
 	"\afailure\x18\x03 \x01(\v2\x1b.snakepit.actors.v1.FailureR\afailure\x12\x1b\n" +
-	"\tworker_id\x18\x04 \x01(\tR\bworkerId\"\x82\x03\n" +
+	"\tworker_id\x18\x04 \x01(\tR\bworkerId\"\xf5\x03\n" +
 	"\aFailure\x124\n" +
 	"\x04code\x18\x01 \x01(\x0e2 .snakepit.actors.v1.Failure.CodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1b\n" +
@@ -371,7 +407,14 @@ const file_snakepit_actors_v1_pool_proto_rawDesc = "" +
 	"\x06signal\x18\x04 \x01(\x05R\x06signal\x12\x1f\n" +
 	"\vstderr_tail\x18\x05 \x01(\tR\n" +
 	"stderrTail\x12\x1b\n" +
-	"\tkilled_by\x18\x06 \x01(\tR\bkilledBy\"\xb3\x01\n" +
+	"\tkilled_by\x18\x06 \x01(\tR\bkilledBy\x12\x1b\n" +
+	"\toom_known\x18\a \x01(\bR\boomKnown\x12\x1d\n" +
+	"\n" +
+	"oom_killed\x18\b \x01(\bR\toomKilled\x12\x1d\n" +
+	"\n" +
+	"oom_detail\x18\t \x01(\tR\toomDetail\x12\x16\n" +
+	"\x06stacks\x18\n" +
+	" \x01(\tR\x06stacks\"\xb3\x01\n" +
 	"\x04Code\x12\x14\n" +
 	"\x10CODE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eCODE_SATURATED\x10\x01\x12\x17\n" +

@@ -45,3 +45,11 @@ def crash_until(path: str, crashes: int) -> int:
     if attempts <= crashes:
         os._exit(3)
     return attempts
+
+
+@tool
+def segfault() -> None:
+    """Dereference a null pointer: the worker dies by SIGSEGV."""
+    import ctypes
+
+    ctypes.string_at(0)

@@ -85,3 +85,25 @@ def log(message: str, level: str = "warning") -> None:
 def print_stdout(message: str) -> None:
     """print() ``message`` to stdout."""
     print(message)
+
+
+@snakepit.tool
+def cooperative_loop(seconds: float = 60) -> int:
+    """Loop for up to ``seconds``, calling snakepit.checkpoint() every 5 ms;
+    return the iterations done. Stops with snakepit.Cancelled (answered
+    CANCELLED) as soon as the caller gives up or the deadline passes."""
+    iterations = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        snakepit.checkpoint()
+        iterations += 1
+        time.sleep(0.005)
+    return iterations
+
+
+@snakepit.tool
+def uncooperative_sleep(seconds: float = 60) -> float:
+    """Block in time.sleep(``seconds``) without ever checking for
+    cancellation; return ``seconds``."""
+    time.sleep(seconds)
+    return seconds

@@ -15,6 +15,19 @@ safe with :func:`frozen`, :class:`ThreadLocal` or :class:`Locked`
 (``snakepit.threadsafe``; docs/thread-safety.md). ``snakepit.testing.hammer``
 calls a function from many threads at once to check it.
 
+A long sync tool cannot be interrupted; it can stop by itself once its caller
+gives up: :func:`checkpoint` raises :class:`Cancelled` then (the call is
+answered ``CANCELLED``), and :func:`current_call` returns the running call's
+:class:`CallContext` (``.cancelled``, ``.deadline``, ``.remaining()``, ``.tool``,
+``.request_id``), or None outside a tool call (``snakepit.cancellation``)::
+
+    @snakepit.tool
+    def crunch(n: int) -> int:
+        for i in range(n):
+            snakepit.checkpoint()
+            step(i)
+        return n
+
 Importing this package does not import grpc. The worker is
 ``python -m snakepit.worker`` (``snakepit.worker``); its default transport,
 ``snakepit.native_server`` (frames of ``snakepit.wire``), needs only the
@@ -24,6 +37,7 @@ standard library; the gRPC one is ``snakepit.server``.
 from typing import TYPE_CHECKING, Any
 
 from snakepit.adapter import Adapter, ThreadSafeAdapter
+from snakepit.cancellation import CallContext, Cancelled, checkpoint, current_call
 from snakepit.decorator import tool
 
 if TYPE_CHECKING:
@@ -64,6 +78,8 @@ def __dir__() -> list:
 
 __all__ = [
     "Adapter",
+    "CallContext",
+    "Cancelled",
     "Locked",
     "PROTOCOL_VERSION",
     "ReadOnlyError",
@@ -71,6 +87,8 @@ __all__ = [
     "ThreadLocal",
     "ThreadSafeAdapter",
     "__version__",
+    "checkpoint",
+    "current_call",
     "frozen",
     "single_threaded",
     "tool",

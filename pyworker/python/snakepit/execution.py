@@ -14,7 +14,9 @@ import collections
 import threading
 from typing import Any, Deque, Dict, Generic, Mapping, Optional, Tuple, TypeVar, Union
 
+from snakepit import gil
 from snakepit.adapter import LoadedAdapter, Tool
+from snakepit.cancellation import _CURRENT, CallContext, Cancelled
 from snakepit.codec import (
     CallError,
     EncodedResult,
@@ -27,6 +29,9 @@ from snakepit.codec import (
 )
 
 Outcome = Union[EncodedResult, CallError]
+
+_set_current = _CURRENT.set
+_reset_current = _CURRENT.reset
 
 
 def find_tool(adapter: LoadedAdapter, name: str) -> Tool:
@@ -69,24 +74,57 @@ def _invoke(tool: Tool, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
     return tool.func(*args, **kwargs)
 
 
-def run_sync(tool: Tool, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Outcome:
-    """Call a plain tool and encode its result (meant for a worker thread)."""
+def cancelled_error(tool: Tool, exc: Cancelled, skip_frames: int = 0) -> CallError:
+    """The answer of a call whose tool let snakepit.Cancelled escape:
+    CANCELLED, or DEADLINE_EXCEEDED when only the deadline had passed."""
+    kind = ErrorKind.DEADLINE_EXCEEDED if exc.deadline_exceeded else ErrorKind.CANCELLED
+    err = error_from_exception(exc, kind=kind, skip_frames=skip_frames)
+    err.message = str(exc) or f"tool {tool.name!r} stopped: the call was cancelled"
+    return err
+
+
+def run_sync(
+    tool: Tool, args: Tuple[Any, ...], kwargs: Dict[str, Any], call: Optional[CallContext] = None
+) -> Outcome:
+    """Call a plain tool and encode its result (meant for a worker thread).
+
+    ``call``: what snakepit.current_call() returns to the tool meanwhile.
+    """
+    token = _set_current(call)
     try:
         value = _invoke(tool, args, kwargs)
+    except Cancelled as exc:
+        return cancelled_error(tool, exc, skip_frames=2)
     except BaseException as exc:  # noqa: B036 - SystemExit in a tool is a tool error too
         # Drop this frame and _invoke's so the traceback starts in the tool.
         return error_from_exception(exc, skip_frames=2)
+    finally:
+        _reset_current(token)
+        if gil.watching():
+            gil.after_first_call(tool.name)
     return _encode(tool, value)
 
 
-async def run_async(tool: Tool, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Outcome:
-    """Await an ``async def`` tool and encode its result. Only cancellation propagates."""
+async def run_async(
+    tool: Tool, args: Tuple[Any, ...], kwargs: Dict[str, Any], call: Optional[CallContext] = None
+) -> Outcome:
+    """Await an ``async def`` tool and encode its result. Only cancellation propagates.
+
+    ``call``: what snakepit.current_call() returns in the tool's task meanwhile.
+    """
+    token = _set_current(call)
     try:
         value = await tool.func(*args, **kwargs)
     except asyncio.CancelledError:
         raise
+    except Cancelled as exc:
+        return cancelled_error(tool, exc, skip_frames=1)
     except BaseException as exc:  # noqa: B036 - SystemExit must not stop the event loop
         return error_from_exception(exc, skip_frames=1)
+    finally:
+        _reset_current(token)
+        if gil.watching():
+            gil.after_first_call(tool.name)
     return _encode(tool, value)
 
 

@@ -43,7 +43,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
-from snakepit import wire
+from snakepit import cancellation, wire
 from snakepit.adapter import LoadedAdapter, Tool, close_adapter
 from snakepit.codec import CallError, EncodedResult, ErrorKind, error_from_exception
 from snakepit.execution import (
@@ -90,18 +90,17 @@ RUNNING = 1
 DONE = 2
 
 
-class CallContext:
-    """One EXECUTE between its arrival and its answer.
+class CallContext(cancellation.CallContext):
+    """One EXECUTE between its arrival and its answer; the tool sees it as
+    ``snakepit.current_call()``.
 
-    ``cancelled`` turns True when a CANCEL arrives; a running sync tool is
-    not interrupted, but could look at it (a later ``snakepit.current_call()``
-    is meant to expose this object to tools).
+    ``cancelled`` turns True when a CANCEL arrives (or the connection
+    closes) and once the call's deadline passes: a running sync tool is not
+    interrupted, but ``snakepit.checkpoint()`` raises ``snakepit.Cancelled``
+    in it from then on.
     """
 
-    __slots__ = (
-        "conn", "stream", "request_id", "tool", "deadline_ns", "cancelled",
-        "lock", "state", "task", "started", "ran",
-    )
+    __slots__ = ("conn", "stream", "lock", "state", "task", "started", "ran")
 
     def __init__(
         self, conn: "Connection", stream: int, request_id: str, tool: str, deadline_ns: int
@@ -112,7 +111,7 @@ class CallContext:
         self.tool = tool
         #: Absolute deadline in Unix nanoseconds; 0 means none.
         self.deadline_ns = deadline_ns
-        self.cancelled = False
+        self._cancelled = False
         self.lock = threading.Lock()
         self.state = QUEUED
         self.task: Optional["asyncio.Task[None]"] = None
@@ -715,7 +714,7 @@ class NativeServer(WorkerCore):
         else:
             self._counters.begin_run()
             ctx.ran = True
-            outcome = run_sync(tool, args, kwargs)
+            outcome = run_sync(tool, args, kwargs, ctx)
             if (
                 type(outcome) is EncodedResult
                 and len(outcome.data) <= self.max_message_bytes
@@ -763,7 +762,7 @@ class NativeServer(WorkerCore):
                     ctx.ran = True
                     try:
                         outcome = await asyncio.wait_for(
-                            self._run_async_tool(tool, args, kwargs), remaining)
+                            self._run_async_tool(ctx, tool, args, kwargs), remaining)
                     except asyncio.TimeoutError:
                         logger.warning("tool %r passed its deadline and was cancelled", tool.name)
                         outcome = CallError(
@@ -774,7 +773,7 @@ class NativeServer(WorkerCore):
             else:
                 self._counters.begin_run()
                 ctx.ran = True
-                outcome = await self._run_async_tool(tool, args, kwargs)
+                outcome = await self._run_async_tool(ctx, tool, args, kwargs)
         except asyncio.CancelledError:
             outcome = CallError(
                 ErrorKind.CANCELLED,
@@ -786,15 +785,15 @@ class NativeServer(WorkerCore):
         self._complete(ctx, outcome)
 
     async def _run_async_tool(
-        self, tool: Tool, args: Tuple[Any, ...], kwargs: Dict[str, Any]
+        self, ctx: CallContext, tool: Tool, args: Tuple[Any, ...], kwargs: Dict[str, Any]
     ) -> Outcome:
         """run_async, one call at a time for a ``thread_safe=False`` tool."""
         if tool.thread_safe:
-            return await run_async(tool, args, kwargs)
+            return await run_async(tool, args, kwargs, ctx)
         gate = self._async_serial[tool.name]
         await gate.acquire()
         try:
-            return await run_async(tool, args, kwargs)
+            return await run_async(tool, args, kwargs, ctx)
         finally:
             gate.release()
 
@@ -890,9 +889,10 @@ class NativeServer(WorkerCore):
     def _cancel(self, ctx: CallContext, err: CallError) -> None:
         """The caller gave up: a queued call is answered with ``err`` and never
         runs; an async tool's task is cancelled (it answers CANCELLED); a
-        running sync tool is only flagged, and finishes."""
+        running sync tool is only flagged (snakepit.checkpoint() raises
+        snakepit.Cancelled in it from now on), and answers when it ends."""
         with ctx.lock:
-            ctx.cancelled = True
+            ctx._cancelled = True
             state = ctx.state
             if state == QUEUED:
                 ctx.state = DONE

@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import grpc
 
 from snakepit.adapter import LoadedAdapter, Tool, close_adapter
+from snakepit.cancellation import CallContext
 from snakepit.codec import CallError, EncodedResult, ErrorKind, error_from_exception
 from snakepit.execution import (
     AsyncSerialGate,
@@ -190,7 +191,12 @@ class WorkerServer(WorkerCore):
                 supplied = value
         return token_matches(supplied, self._token)
 
-    async def execute(self, request: worker_pb2.ExecuteRequest) -> worker_pb2.ExecuteReply:
+    async def execute(
+        self, request: worker_pb2.ExecuteRequest, rpc_deadline_ns: int = 0
+    ) -> worker_pb2.ExecuteReply:
+        """Run one call. ``rpc_deadline_ns``: the RPC's own deadline (Unix
+        nanoseconds, 0 for none); with the request's, it bounds the call's
+        snakepit.current_call().deadline."""
         request_id = request.request_id
         if self._shutdown.requested:
             return execute_reply(
@@ -210,7 +216,15 @@ class WorkerServer(WorkerCore):
                     ),
                 )
         started = time.monotonic()
-        outcome = await self._run(request, remaining)
+        deadline_ns = request.deadline_unix_nano
+        if rpc_deadline_ns and (not deadline_ns or rpc_deadline_ns < deadline_ns):
+            deadline_ns = rpc_deadline_ns
+        call = CallContext(request_id, request.tool, deadline_ns)
+        try:
+            outcome = await self._run(request, remaining, call)
+        except asyncio.CancelledError:
+            call.cancel()  # the RPC was cancelled, or its deadline passed
+            raise
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "request %s tool %r: %s in %.3fs",
@@ -220,7 +234,9 @@ class WorkerServer(WorkerCore):
             )
         return execute_reply(request_id, outcome)
 
-    async def _run(self, request: worker_pb2.ExecuteRequest, remaining: Optional[float]) -> Outcome:
+    async def _run(
+        self, request: worker_pb2.ExecuteRequest, remaining: Optional[float], call: CallContext
+    ) -> Outcome:
         self._counters.start()
         handed_off = False
         try:
@@ -230,7 +246,7 @@ class WorkerServer(WorkerCore):
             except CallError as err:
                 return err
             if tool.is_async:
-                return await self._run_async(tool, args, kwargs, remaining)
+                return await self._run_async(call, tool, args, kwargs, remaining)
             gate = None if tool.thread_safe else self._serial[tool.name]
             if gate is not None:
                 waited = time.monotonic()
@@ -249,7 +265,7 @@ class WorkerServer(WorkerCore):
                             f"the deadline passed before tool {tool.name!r} could start",
                         )
             try:
-                future = self._executor.submit(self._run_sync, tool, args, kwargs)
+                future = self._executor.submit(self._run_sync, call, tool, args, kwargs)
             except BaseException:
                 if gate is not None:
                     gate.release()
@@ -262,7 +278,7 @@ class WorkerServer(WorkerCore):
             # a timed-out or cancelled wait must not free a slot still in use.
             future.add_done_callback(lambda _f: self._counters.finish())
             handed_off = True
-            return await self._wait_sync(tool, future, remaining)
+            return await self._wait_sync(call, tool, future, remaining)
         finally:
             if not handed_off:
                 self._counters.finish()
@@ -279,43 +295,49 @@ class WorkerServer(WorkerCore):
 
         return release
 
-    def _run_sync(self, tool: Tool, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Outcome:
+    def _run_sync(
+        self, call: CallContext, tool: Tool, args: Tuple[Any, ...], kwargs: Dict[str, Any]
+    ) -> Outcome:
         self._counters.begin_run()
         try:
-            return run_sync(tool, args, kwargs)
+            return run_sync(tool, args, kwargs, call)
         finally:
             self._counters.end_run()
 
     async def _run_async(
-        self, tool: Tool, args: Tuple[Any, ...], kwargs: Dict[str, Any], remaining: Optional[float]
+        self, call: CallContext, tool: Tool, args: Tuple[Any, ...], kwargs: Dict[str, Any],
+        remaining: Optional[float],
     ) -> Outcome:
         self._counters.begin_run()
         try:
-            return await self._run_async_timed(tool, args, kwargs, remaining)
+            return await self._run_async_timed(call, tool, args, kwargs, remaining)
         finally:
             self._counters.end_run()
 
     async def _run_async_tool(
-        self, tool: Tool, args: Tuple[Any, ...], kwargs: Dict[str, Any]
+        self, call: CallContext, tool: Tool, args: Tuple[Any, ...], kwargs: Dict[str, Any]
     ) -> Outcome:
         """run_async, one call at a time for a ``thread_safe=False`` tool."""
         if tool.thread_safe:
-            return await run_async(tool, args, kwargs)
+            return await run_async(tool, args, kwargs, call)
         gate = self._serial[tool.name]
         await gate.acquire()
         try:
-            return await run_async(tool, args, kwargs)
+            return await run_async(tool, args, kwargs, call)
         finally:
             gate.release()
 
     async def _run_async_timed(
-        self, tool: Tool, args: Tuple[Any, ...], kwargs: Dict[str, Any], remaining: Optional[float]
+        self, call: CallContext, tool: Tool, args: Tuple[Any, ...], kwargs: Dict[str, Any],
+        remaining: Optional[float],
     ) -> Outcome:
         if remaining is None:
-            return await self._run_async_tool(tool, args, kwargs)
+            return await self._run_async_tool(call, tool, args, kwargs)
         try:
-            return await asyncio.wait_for(self._run_async_tool(tool, args, kwargs), remaining)
+            return await asyncio.wait_for(
+                self._run_async_tool(call, tool, args, kwargs), remaining)
         except asyncio.TimeoutError:
+            call.cancel()
             logger.warning("tool %r passed its deadline and was cancelled", tool.name)
             return CallError(
                 ErrorKind.DEADLINE_EXCEEDED,
@@ -324,14 +346,29 @@ class WorkerServer(WorkerCore):
             )
 
     async def _wait_sync(
-        self, tool: Tool, future: "concurrent.futures.Future[Outcome]", remaining: Optional[float]
+        self, call: CallContext, tool: Tool, future: "concurrent.futures.Future[Outcome]",
+        remaining: Optional[float],
     ) -> Outcome:
+        """Wait for a sync tool's thread. The thread cannot be stopped: when
+        the RPC is cancelled or the deadline passes, the call is flagged
+        cancelled (snakepit.checkpoint() raises in the tool) and its thread
+        runs on until the tool returns."""
         wrapped = asyncio.wrap_future(future)
         if remaining is None:
-            return await wrapped
-        done, _ = await asyncio.wait({wrapped}, timeout=remaining)
+            try:
+                return await wrapped
+            except asyncio.CancelledError:
+                call.cancel()
+                raise
+        try:
+            done, _ = await asyncio.wait({wrapped}, timeout=remaining)
+        except asyncio.CancelledError:
+            call.cancel()
+            wrapped.cancel()
+            raise
         if wrapped in done:
             return wrapped.result()
+        call.cancel()
         wrapped.cancel()  # drops it if still queued; a running thread cannot be stopped
         logger.warning(
             "tool %r passed its deadline; replying DEADLINE_EXCEEDED while its thread runs on",
@@ -354,6 +391,17 @@ class WorkerServer(WorkerCore):
             **stats_payload(self._counters, self.capacity, self._started, self.profile))
 
 
+def _rpc_deadline_ns(context: grpc.aio.ServicerContext) -> int:
+    """The RPC's deadline in Unix nanoseconds; 0 for none."""
+    try:
+        left = context.time_remaining()
+    except Exception:
+        return 0
+    if left is None or left != left or left > 10 * 365 * 86400:  # none, NaN, "infinite"
+        return 0
+    return time.time_ns() + int(max(0.0, left) * 1e9)
+
+
 class WorkerServicer(worker_pb2_grpc.WorkerServicer):
     """Thin gRPC layer: authenticate, delegate, never leak an exception."""
 
@@ -373,7 +421,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
     ) -> worker_pb2.ExecuteReply:
         await self._authorize(context, "Execute")
         try:
-            return await self._worker.execute(request)
+            return await self._worker.execute(request, _rpc_deadline_ns(context))
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -14,13 +14,13 @@ import os
 import platform
 import stat
 import sys
-import sysconfig
 import threading
 import time
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
-from snakepit import PROTOCOL_VERSION
+from snakepit import PROTOCOL_VERSION, gil
 from snakepit.adapter import LoadedAdapter, Tool
+from snakepit.gil import free_threaded_build, gil_enabled  # noqa: F401 - re-exported
 from snakepit.introspect import describe_params
 
 MAX_MESSAGE_ENV = "SNAKEPIT_MAX_MESSAGE_BYTES"
@@ -216,20 +216,17 @@ def rss_bytes() -> int:
         return 0
 
 
-def gil_enabled() -> bool:
-    is_enabled = getattr(sys, "_is_gil_enabled", None)
-    return bool(is_enabled()) if callable(is_enabled) else True
-
-
-def free_threaded_build() -> bool:
-    return bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
-
-
 # ----------------------------------------------------------------- payloads
 
 
 def health_payload(ok: bool) -> Dict[str, Any]:
-    return {"ok": ok, "protocol_version": PROTOCOL_VERSION, "pid": os.getpid()}
+    """The HealthReply fields as a dict: ``gil_enabled`` (now),
+    ``free_threaded_build`` and, on a free-threaded build whose GIL got
+    switched on, ``gil_enabled_by`` (the module) and ``gil_enabled_when``
+    ("adapter import", "first call of tool NAME", ...; snakepit.gil)."""
+    payload: Dict[str, Any] = {"ok": ok, "protocol_version": PROTOCOL_VERSION, "pid": os.getpid()}
+    payload.update(gil.report())
+    return payload
 
 
 PROFILES = ("process", "thread")
@@ -261,6 +258,8 @@ def stats_payload(
         "max_in_flight": counters.max_in_flight,
         "profile": profile or profile_name(capacity),
         "thread_violations": thread_violations(),
+        "gil_enabled_by": gil.enabled_by(),
+        "gil_enabled_when": gil.enabled_when(),
     }
 
 

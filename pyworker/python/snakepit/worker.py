@@ -14,6 +14,12 @@ Without ``--profile`` the worker behaves as before profiles existed: it
 runs ``--capacity`` calls at once, asks for no declaration, and reports
 "process" for capacity 1, else "thread". ``--thread-checks`` turns on the
 thread-safety checker (snakepit.threadsafe).
+
+``--stack-file PATH``: each SIGUSR1 appends every thread's Python stack to
+PATH (faulthandler), e.g. to see where a stuck tool is.
+
+On a free-threaded build the worker watches whether the adapter import or a
+tool's first call switches the GIL on (snakepit.gil).
 """
 
 from __future__ import annotations
@@ -26,9 +32,9 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence, Tuple
+from typing import IO, Callable, Optional, Sequence, Tuple
 
-from snakepit import PROTOCOL_VERSION
+from snakepit import PROTOCOL_VERSION, gil
 from snakepit.adapter import LoadedAdapter, load_adapter
 from snakepit.handshake import (
     BOOT_ERROR_EXIT_CODE,
@@ -69,6 +75,8 @@ class Options:
     #: can tell whether this worker's host is gone (docs/reliability.md).
     host_pid: int = 0
     host_start: int = 0
+    #: --stack-file: where SIGUSR1 dumps every thread's Python stack ("" for off).
+    stack_file: str = ""
 
 
 def _transport(value: str) -> str:
@@ -136,6 +144,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
                         help="report concurrent entry into @snakepit.single_threaded code and, "
                              "in the thread profile, imported libraries that need care when "
                              "shared across threads (warnings on stderr)")
+    parser.add_argument("--stack-file", default="", metavar="PATH",
+                        help="create (or truncate) PATH, mode 0600, and append a dump of every "
+                             "thread's Python stack to it on each SIGUSR1 (faulthandler: works "
+                             "even while a C call holds the GIL)")
     ns = parser.parse_args(argv)
     profile = ns.profile
     if profile is None:
@@ -153,6 +165,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
         thread_checks=ns.thread_checks,
         host_pid=ns.host_pid,
         host_start=ns.host_start,
+        stack_file=ns.stack_file,
     )
 
 
@@ -202,6 +215,38 @@ def start_stdin_watch() -> None:
         target=_watch_stdin, args=(stdin.fileno(),), name="snakepit-stdin-watch", daemon=True
     )
     thread.start()
+
+
+#: The open --stack-file: faulthandler keeps only its descriptor, so the file
+#: object must stay alive as long as the process.
+_stack_file: Optional[IO[str]] = None
+
+
+def enable_stack_dumps(path: str) -> None:
+    """Create (or truncate) ``path`` with mode 0600 and dump every thread's
+    Python stack to it on SIGUSR1, appended on each signal. faulthandler
+    writes from its C signal handler, so the dump comes even while a C call
+    holds the GIL or the main thread is blocked. Raises OSError."""
+    global _stack_file
+    import faulthandler
+    import signal
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+        stack_file = os.fdopen(fd, "w", encoding="utf-8")
+    except BaseException:
+        os.close(fd)
+        raise
+    try:
+        faulthandler.register(signal.SIGUSR1, file=stack_file, all_threads=True, chain=False)
+    except BaseException:
+        stack_file.close()
+        raise
+    if _stack_file is not None:
+        _stack_file.close()
+    _stack_file = stack_file
+    logger.debug("SIGUSR1 dumps every thread's stack to %s", path)
 
 
 def _take_token() -> str:
@@ -262,7 +307,8 @@ async def _serve_grpc(
     options: Options, adapter: LoadedAdapter, token: str, started: float
 ) -> Tuple[int, int]:
     """Run the gRPC server until shutdown. Returns (exit code, calls still running)."""
-    from snakepit.server import WorkerServer, max_message_bytes_from_env  # imports grpc
+    with gil.phase("gRPC transport import"):
+        from snakepit.server import WorkerServer, max_message_bytes_from_env  # imports grpc
 
     try:
         server = WorkerServer(
@@ -308,12 +354,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         token = _take_token()
         check_profile(options)
+        if options.stack_file:
+            # Before the adapter import: a hung import can be dumped too.
+            enable_stack_dumps(options.stack_file)
         if options.thread_checks:
             from snakepit import threadsafe
 
             # Before the import: @single_threaded decides when it decorates.
             threadsafe.enable_checks()
-        adapter = load_adapter(options.adapter, require_thread_safe=thread_safety_required(options))
+        gil.start()
+        with gil.phase(gil.ADAPTER_IMPORT):
+            adapter = load_adapter(
+                options.adapter, require_thread_safe=thread_safety_required(options))
     except BaseException as exc:  # noqa: B036 - SystemExit from an import is a boot error too
         if isinstance(exc, KeyboardInterrupt):
             raise

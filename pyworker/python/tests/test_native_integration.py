@@ -512,9 +512,13 @@ def test_describe(client: NativeClient) -> None:
     assert tools["reverse_bytes"]["params"][0]["annotation"] == "bytes"
 
 
-def test_health(client: NativeClient, textstats: WorkerProcess) -> None:
+def test_health(client: NativeClient, textstats: WorkerProcess, python: str) -> None:
+    free_threaded = interpreter(python)["free_threaded"]
     assert client.request("health") == {"ok": True, "protocol_version": 1,
-                                        "pid": textstats.proc.pid}
+                                        "pid": textstats.proc.pid,
+                                        "gil_enabled": not free_threaded,
+                                        "gil_enabled_by": "", "gil_enabled_when": "",
+                                        "free_threaded_build": free_threaded}
 
 
 def test_stats(client: NativeClient, textstats: WorkerProcess, python: str) -> None:
@@ -525,7 +529,7 @@ def test_stats(client: NativeClient, textstats: WorkerProcess, python: str) -> N
     assert set(stats) == {"pid", "python_version", "implementation", "in_flight",
                           "requests_served", "free_threaded_build", "gil_enabled", "capacity",
                           "rss_bytes", "uptime_seconds", "max_in_flight", "profile",
-                          "thread_violations"}
+                          "thread_violations", "gil_enabled_by", "gil_enabled_when"}
     assert stats["pid"] == textstats.proc.pid
     assert stats["python_version"] == interpreter_version(python)
     assert stats["implementation"] == "CPython"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
+import sysconfig
 import threading
 import time
 
@@ -105,13 +107,20 @@ def test_token_matches() -> None:
 
 
 def test_payloads() -> None:
-    assert health_payload(True) == {"ok": True, "protocol_version": 1, "pid": os.getpid()}
+    free_threaded = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+    gil_on = getattr(sys, "_is_gil_enabled", lambda: True)()
+    assert health_payload(True) == {
+        "ok": True, "protocol_version": 1, "pid": os.getpid(),
+        "gil_enabled": gil_on, "gil_enabled_by": "", "gil_enabled_when": "",
+        "free_threaded_build": free_threaded,
+    }
     counters = Counters()
     stats = stats_payload(counters, 3, time.monotonic() - 2)
     assert stats["capacity"] == 3 and stats["in_flight"] == 0
     assert (stats["max_in_flight"], stats["profile"]) == (0, "thread")
     assert stats["python_version"] == platform.python_version()
     assert stats["uptime_seconds"] >= 2
+    assert (stats["gil_enabled_by"], stats["gil_enabled_when"]) == ("", "")
     described = describe_payload(load_adapter("examples.textstats"))
     assert described["adapter"] == "examples.textstats"
     assert [t["name"] for t in described["tools"]] == sorted(t["name"] for t in described["tools"])

@@ -280,6 +280,10 @@ def test_health(textstats: WorkerProcess) -> None:
     assert reply.protocol_version == worker_pb2.PROTOCOL_VERSION_CURRENT
     assert reply.protocol_version == snakepit.PROTOCOL_VERSION
     assert reply.pid == textstats.proc.pid
+    free_threaded = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+    assert reply.free_threaded_build is free_threaded
+    assert reply.gil_enabled is (not free_threaded or getattr(sys, "_is_gil_enabled")())
+    assert (reply.gil_enabled_by, reply.gil_enabled_when) == ("", "")
 
 
 def test_stats(textstats: WorkerProcess) -> None:
