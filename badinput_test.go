@@ -203,7 +203,7 @@ func configCases() []badInput {
 		configCase("bad transport", with(func(p *snakepit.PoolConfig) { p.Transport = "carrier-pigeon" }),
 			"pools[0].transport", `unknown transport "carrier-pigeon" (known: grpc, native)`),
 		configCase("adapter as a file path", with(func(p *snakepit.PoolConfig) { p.Adapter = "testdata/pyadapters/badinput_tools.py" }),
-			"pools[0].adapter", `is not a module path ("pkg.module") or class ("pkg.module:Class")`),
+			"pools[0].adapter", `looks like a file path: name the module instead ("badinput_tools"), with its directory in PythonPath`),
 		configCase("adapter with two classes", with(func(p *snakepit.PoolConfig) { p.Adapter = "m:A:B" }),
 			"pools[0].adapter", `"m:A:B" is not a module path`),
 		configCase("bad env key", with(func(p *snakepit.PoolConfig) { p.Env = map[string]string{"OMP THREADS": "1"} }),

@@ -251,6 +251,9 @@ func (p PoolConfig) validate(v *validator, at string, seen map[string]int, i int
 	switch {
 	case p.Adapter == "":
 		v.add(at+".adapter", `is required: a Python module ("pkg.module") or class ("pkg.module:Class")`)
+	case strings.HasSuffix(p.Adapter, ".py") || strings.ContainsAny(p.Adapter, "/\\"):
+		v.add(at+".adapter", fmt.Sprintf(`%q looks like a file path: name the module instead (%q), with its directory in PythonPath`,
+			p.Adapter, strings.TrimSuffix(filepathBase(p.Adapter), ".py")))
 	case !adapterRe.MatchString(p.Adapter):
 		v.add(at+".adapter", fmt.Sprintf(`%q is not a module path ("pkg.module") or class ("pkg.module:Class")`, p.Adapter))
 	}
@@ -380,4 +383,12 @@ func orDuration(d, def time.Duration) time.Duration {
 		return def
 	}
 	return d
+}
+
+// filepathBase is the last element of a slash- or backslash-separated path.
+func filepathBase(p string) string {
+	if i := strings.LastIndexAny(p, "/\\"); i >= 0 {
+		return p[i+1:]
+	}
+	return p
 }

@@ -22,7 +22,8 @@ func TestConfigValidate(t *testing.T) {
 		{"bad name", Config{Pools: []PoolConfig{{Name: "a b", Adapter: "x"}}}, []string{"pools[0].name: \"a b\" may hold only"}},
 		{"duplicate name", Config{Pools: []PoolConfig{ok, ok}}, []string{"pools[1].name: \"default\" is already the name of pools[0]"}},
 		{"missing adapter", Config{Pools: []PoolConfig{{Name: "a"}}}, []string{"pools[0].adapter: is required"}},
-		{"bad adapter", Config{Pools: []PoolConfig{{Name: "a", Adapter: "examples/textstats.py"}}}, []string{"pools[0].adapter: \"examples/textstats.py\" is not a module path"}},
+		{"bad adapter", Config{Pools: []PoolConfig{{Name: "a", Adapter: "examples/textstats.py"}}}, []string{"pools[0].adapter: \"examples/textstats.py\" looks like a file path: name the module instead (\"textstats\")"}},
+		{"adapter as a file name", Config{Pools: []PoolConfig{{Name: "a", Adapter: "x.py"}}}, []string{`pools[0].adapter: "x.py" looks like a file path`}},
 		{"adapter with two classes", Config{Pools: []PoolConfig{{Name: "a", Adapter: "m:A:B"}}}, []string{"pools[0].adapter"}},
 		{"negative queue", Config{Pools: []PoolConfig{{Name: "a", Adapter: "x", QueueSize: -5}}}, []string{"pools[0].queue_size: must be ≥ 1"}},
 		{"unknown transport", Config{Pools: []PoolConfig{{Name: "a", Adapter: "x", Transport: "carrier-pigeon"}}}, []string{"pools[0].transport: unknown transport \"carrier-pigeon\""}},
@@ -112,5 +113,15 @@ func TestEncodeArgs(t *testing.T) {
 				t.Fatalf("got %q, %d binaries, %v; want %q, %d", j, len(bin), err, c.json, c.binaries)
 			}
 		})
+	}
+}
+
+func TestAdapterGivenAsAFilePath(t *testing.T) {
+	for _, adapter := range []string{"tools.py", "src/app/tools.py", "./tools"} {
+		err := Config{Pools: []PoolConfig{{Name: "p", Adapter: adapter}}}.Validate()
+		var ce *ConfigError
+		if !errors.As(err, &ce) || ce.Fields[0].Path != "pools[0].adapter" || !strings.Contains(ce.Fields[0].Problem, `name the module instead ("tools")`) {
+			t.Errorf("adapter %q: %v", adapter, err)
+		}
 	}
 }

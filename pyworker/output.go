@@ -2,9 +2,11 @@ package pyworker
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/hashicorp/go-hclog"
 )
@@ -16,14 +18,15 @@ const (
 	stderrTailLines = 100 // a fatal error with every thread's stack fits
 )
 
-// readLines calls fn for every line of r (without its newline); lines longer
-// than maxLogLine are cut. It returns at EOF or on a read error.
+// readLines calls fn for every line of r (without its newline), made
+// printable; lines longer than maxLogLine are cut. It returns at EOF or on a
+// read error.
 func readLines(r io.Reader, fn func(string)) {
 	br := bufio.NewReaderSize(r, 4096)
 	for {
 		line, err := readCappedLine(br)
 		if line != "" || err == nil {
-			fn(line)
+			fn(printable(line))
 		}
 		if err != nil {
 			return
@@ -103,4 +106,31 @@ func (s *stderrLogger) Tail() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return strings.Join(s.tail, "\n")
+}
+
+// printable escapes what a worker's output must not put into the host's
+// logs as is: control characters (a terminal escape sequence, a NUL) and
+// bytes that are not UTF-8 become \xNN. Tabs stay.
+func printable(s string) string {
+	clean := utf8.ValidString(s)
+	for i := 0; clean && i < len(s); i++ {
+		if c := s[i]; (c < 0x20 && c != '\t') || c == 0x7f {
+			clean = false
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size <= 1, r < 0x20 && r != '\t', r == 0x7f:
+			fmt.Fprintf(&b, "\\x%02x", s[i])
+		default:
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
 }

@@ -61,3 +61,19 @@ func TestExitStatusString(t *testing.T) {
 		t.Fatal(got)
 	}
 }
+
+func TestPrintableEscapesWhatATerminalWouldRun(t *testing.T) {
+	cases := map[string]string{
+		"plain text\twith a tab": "plain text\twith a tab",
+		"héllo ✓":                "héllo ✓",
+		"\x1b[31mred\x1b[0m":     `\x1b[31mred\x1b[0m`,
+		"nul\x00byte":            `nul\x00byte`,
+		"bad \xff utf8":          `bad \xff utf8`,
+		"del\x7f":                `del\x7f`,
+	}
+	for in, want := range cases {
+		if got := printable(in); got != want {
+			t.Errorf("printable(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
