@@ -39,6 +39,9 @@ type PoolHealth struct {
 	// since replaced by a recycle.
 	Requests int64
 	Restarts int
+	// LastSaturated is when a call was last refused with ErrPoolSaturated
+	// (zero: never).
+	LastSaturated time.Time
 	// Workers: the Size members in order, then any worker retiring after a
 	// recycle and any replacement still starting.
 	Workers []WorkerHealth
@@ -94,7 +97,7 @@ func poolHealth(s *actors.PoolStatus) PoolHealth {
 	h := PoolHealth{Name: s.Name, Size: s.Size, Ready: s.Ready, Queued: s.Queued, InFlight: s.InFlight,
 		Failed: s.Failed, Reason: s.Reason, Profile: s.Profile, QueueSize: s.QueueSize,
 		NoFreeCapacity: s.NoFreeCapacity, Saturated: s.Saturated, Recycling: s.Recycling, Recycles: s.Recycles,
-		Requests: s.Requests, Restarts: s.Restarts}
+		Requests: s.Requests, Restarts: s.Restarts, LastSaturated: s.LastSaturated}
 	for _, w := range s.Workers {
 		h.Workers = append(h.Workers, WorkerHealth{ID: w.ID, Pid: w.Pid, Ready: w.Ready, Capacity: w.Capacity, Load: w.Load,
 			Restarts: w.Restarts, AtCapacity: w.AtCapacity, Started: w.Started, Requests: w.Requests, RSS: w.RSS,

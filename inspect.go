@@ -37,6 +37,10 @@ func (rt *Runtime) Inspect(ctx context.Context) (telemetry.Report, error) {
 func (rt *Runtime) inspectPool(ctx context.Context, h PoolHealth, now time.Time) (telemetry.PoolReport, error) {
 	p := poolReport(h, now)
 	p.Uptime = now.Sub(rt.started)
+	if !h.LastSaturated.IsZero() {
+		ago := now.Sub(h.LastSaturated).Seconds()
+		p.RefusedSecondsAgo = &ago
+	}
 	if h.Ready > 0 {
 		stats, err := rt.Stats(ctx, h.Name)
 		if ctx.Err() != nil {

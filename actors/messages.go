@@ -48,6 +48,8 @@ type PoolStatus struct {
 	// Requests and Restarts count since the start, gone workers included.
 	Requests int64
 	Restarts int
+	// LastSaturated is when a call was last refused (zero: never).
+	LastSaturated time.Time
 }
 
 // WorkerStatus is a snapshot of one worker as the pool sees it.

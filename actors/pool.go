@@ -109,6 +109,8 @@ type poolActor struct {
 	// served and restarts count since the start, workers since gone included.
 	served   int64
 	restarts int
+	// lastSaturated is when a call was last refused with the queue full.
+	lastSaturated time.Time
 }
 
 // NewPoolProps returns the props of a pool actor.
@@ -210,6 +212,7 @@ func (p *poolActor) onCall(ctx actor.Context, d *dispatch) {
 	case len(p.queue) == 0 && p.tryDispatch(ctx, d):
 	case len(p.queue) >= p.s.QueueSize:
 		p.saturated++
+		p.lastSaturated = time.Now()
 		publish(p.s.Events, telemetry.PoolSaturated{Time: time.Now(), Pool: p.s.Name, Tool: d.req.GetExecute().GetTool(),
 			Queued: len(p.queue), Limit: p.s.QueueSize})
 		p.reject(ctx, d, apb.Failure_CODE_SATURATED, fmt.Sprintf(
@@ -422,7 +425,8 @@ func (p *poolActor) status() *PoolStatus {
 	st := &PoolStatus{Name: p.s.Name, Size: p.s.Size, Queued: len(p.queue), InFlight: len(p.inflight),
 		Failed: p.failed != "", Reason: p.failed, Profile: p.s.Profile, QueueSize: p.s.QueueSize,
 		NoFreeCapacity: p.noCapacity, Saturated: p.saturated, Recycling: p.recycling + len(p.pending),
-		Recycles: map[string]int64{}, Requests: p.served, Restarts: p.restarts}
+		Recycles: map[string]int64{}, Requests: p.served, Restarts: p.restarts,
+		LastSaturated: p.lastSaturated}
 	for r, n := range p.recycles {
 		st.Recycles[string(r)] = n
 	}

@@ -47,6 +47,9 @@ type PoolReport struct {
 	// started.
 	NoFreeCapacity int64 `json:"no_free_capacity"`
 	Saturated      int64 `json:"saturated"`
+	// RefusedSecondsAgo is how long before the report a call was last
+	// refused because the queue was full (null: never).
+	RefusedSecondsAgo *float64 `json:"refused_seconds_ago"`
 	// Requests counts the calls the pool's workers served since the runtime
 	// started, workers since replaced included; at least the sum of the
 	// workers' Requests.
@@ -229,11 +232,17 @@ func ratio(n, d int) float64 {
 func CheckSaturation(p PoolReport, th Thresholds) Saturation {
 	th = th.withDefaults()
 	var crit, warn []string
+	past := "" // an old refusal: told, without raising the level
 	if p.QueueSize > 0 && float64(p.Queued) >= th.QueueCritical*float64(p.QueueSize) {
 		crit = append(crit, fmt.Sprintf("queue %d/%d is ≥ %s full", p.Queued, p.QueueSize, pct(th.QueueCritical)))
 	}
 	if p.Saturated > 0 {
-		crit = append(crit, fmt.Sprintf("%d calls refused (queue full) since start", p.Saturated))
+		msg := fmt.Sprintf("%d calls refused (queue full) since start", p.Saturated)
+		if p.RefusedSecondsAgo == nil || *p.RefusedSecondsAgo <= th.RecentRefusal.Seconds() {
+			crit = append(crit, msg+lastRefusal(p))
+		} else {
+			past = msg + lastRefusal(p)
+		}
 	}
 	if p.Utilisation >= th.UtilisationWarn {
 		warn = append(warn, fmt.Sprintf("utilisation %s (%d/%d) ≥ %s", pct(p.Utilisation), p.Load, p.Capacity, pct(th.UtilisationWarn)))
@@ -245,9 +254,25 @@ func CheckSaturation(p PoolReport, th Thresholds) Saturation {
 	case len(crit) > 0:
 		return Saturation{Level: LevelCritical, Why: strings.Join(append(crit, warn...), "; ")}
 	case len(warn) > 0:
-		return Saturation{Level: LevelWarn, Why: strings.Join(warn, "; ")}
+		return Saturation{Level: LevelWarn, Why: strings.Join(append(warn, nonEmpty(past)...), "; ")}
 	}
-	return Saturation{Level: LevelOK, Why: fmt.Sprintf("utilisation %s (%d/%d), queue empty", pct(p.Utilisation), p.Load, p.Capacity)}
+	why := fmt.Sprintf("utilisation %s (%d/%d), queue empty", pct(p.Utilisation), p.Load, p.Capacity)
+	return Saturation{Level: LevelOK, Why: strings.Join(append([]string{why}, nonEmpty(past)...), "; ")}
+}
+
+// lastRefusal says how long ago the last refusal was, when known.
+func lastRefusal(p PoolReport) string {
+	if p.RefusedSecondsAgo == nil {
+		return ""
+	}
+	return fmt.Sprintf(", the last %s ago", shortDuration(seconds(*p.RefusedSecondsAgo)))
+}
+
+func nonEmpty(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return []string{s}
 }
 
 // pct formats a 0..1 fraction as a whole percentage.

@@ -128,21 +128,28 @@ func TestCheckSaturation(t *testing.T) {
 		load, capacity, queued int
 		queueSize              int
 		saturated              int64
+		refusedAgo             float64 // seconds; 0: not known
 		want                   string
 		why                    string
 	}{
-		{"idle", 0, 4, 0, 10, 0, LevelOK, "utilisation 0% (0/4), queue empty"},
-		{"busy below warn", 3, 4, 0, 10, 0, LevelOK, "utilisation 75% (3/4)"},
-		{"utilisation at warn", 4, 5, 0, 10, 0, LevelWarn, "utilisation 80% (4/5) ≥ 80%"},
-		{"queue not empty", 1, 4, 1, 10, 0, LevelWarn, "1 calls queued"},
-		{"queue 80% full", 4, 4, 8, 10, 0, LevelCritical, "queue 8/10 is ≥ 80% full"},
-		{"queue 70% full", 4, 4, 7, 10, 0, LevelWarn, "7 calls queued"},
-		{"refused calls", 0, 4, 0, 10, 2, LevelCritical, "2 calls refused"},
-		{"no capacity at all", 0, 0, 0, 10, 0, LevelOK, "utilisation 0% (0/0)"},
+		{"idle", 0, 4, 0, 10, 0, 0, LevelOK, "utilisation 0% (0/4), queue empty"},
+		{"busy below warn", 3, 4, 0, 10, 0, 0, LevelOK, "utilisation 75% (3/4)"},
+		{"utilisation at warn", 4, 5, 0, 10, 0, 0, LevelWarn, "utilisation 80% (4/5) ≥ 80%"},
+		{"queue not empty", 1, 4, 1, 10, 0, 0, LevelWarn, "1 calls queued"},
+		{"queue 80% full", 4, 4, 8, 10, 0, 0, LevelCritical, "queue 8/10 is ≥ 80% full"},
+		{"queue 70% full", 4, 4, 7, 10, 0, 0, LevelWarn, "7 calls queued"},
+		{"refused calls", 0, 4, 0, 10, 2, 0, LevelCritical, "2 calls refused"},
+		{"refused a moment ago", 0, 4, 0, 10, 2, 5, LevelCritical, "2 calls refused (queue full) since start, the last 5s ago"},
+		{"refused long ago", 0, 4, 0, 10, 2, 600, LevelOK, "queue empty; 2 calls refused (queue full) since start, the last 10m0s ago"},
+		{"refused long ago, busy now", 4, 4, 0, 10, 2, 600, LevelWarn, "utilisation 100% (4/4) ≥ 80%; 2 calls refused"},
+		{"no capacity at all", 0, 0, 0, 10, 0, 0, LevelOK, "utilisation 0% (0/0)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := PoolReport{Load: tc.load, Capacity: tc.capacity, Utilisation: ratio(tc.load, tc.capacity),
 				Queued: tc.queued, QueueSize: tc.queueSize, Saturated: tc.saturated}
+			if tc.refusedAgo > 0 {
+				p.RefusedSecondsAgo = &tc.refusedAgo
+			}
 			got := CheckSaturation(p, Thresholds{})
 			if got.Level != tc.want || !strings.Contains(got.Why, tc.why) {
 				t.Errorf("got %+v, want level %s with %q", got, tc.want, tc.why)

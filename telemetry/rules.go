@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"time"
 )
 
 // Thresholds tune the saturation check and the rules. A zero field means
@@ -11,6 +12,10 @@ import (
 type Thresholds struct {
 	// UtilisationWarn: saturation warns at this utilisation. Default 0.80.
 	UtilisationWarn float64
+	// RecentRefusal: a call refused (queue full) within this long before the
+	// report makes saturation critical; an older refusal is only mentioned.
+	// Default 1m.
+	RecentRefusal time.Duration
 	// QueueCritical: saturation is critical when the queue is this full.
 	// Default 0.80.
 	QueueCritical float64
@@ -46,6 +51,9 @@ func (t Thresholds) withDefaults() Thresholds {
 		}
 	}
 	def(&t.UtilisationWarn, 0.80)
+	if t.RecentRefusal == 0 {
+		t.RecentRefusal = time.Minute
+	}
 	def(&t.QueueCritical, 0.80)
 	def(&t.CPUBoundFraction, 0.50)
 	def(&t.QueueWaitFraction, 0.10)
