@@ -217,3 +217,51 @@ func TestGILTruthOnFreeThreadedPython(t *testing.T) {
 		t.Fatalf("recommendations: %+v", pr.Recommendations)
 	}
 }
+
+// TestAutoFallsBackWhenAToolSwitchesTheGILOn: an auto pool that started on
+// threads (the adapter's import keeps the GIL off) moves to processes when a
+// tool's first call imports an extension that switches the GIL on.
+func TestAutoFallsBackWhenAToolSwitchesTheGILOn(t *testing.T) {
+	ft := os.Getenv(EnvFreeThreadedPython)
+	if ft == "" {
+		t.Skipf("no free-threaded Python: set $%s (make test does)", EnvFreeThreadedPython)
+	}
+	dir := t.TempDir()
+	buildGILExtension(t, ft, dir)
+	lazy := "import snakepit\n\n__snakepit_thread_safe__ = True\n\n\n@snakepit.tool(thread_safe=True)\ndef use_ext() -> str:\n    import gilmod  # switches the GIL on\n    return 'imported'\n\n\n@snakepit.tool(thread_safe=True)\ndef ping() -> str:\n    return 'pong'\n"
+	if err := os.WriteFile(filepath.Join(dir, "gil_lazy_adapter.py"), []byte(lazy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := snakepit.PoolConfig{Name: "p", Adapter: "gil_lazy_adapter", Size: 2, Profile: "auto", ThreadsPerWorker: 4,
+		Python: ft, PythonPath: []string{dir}, Watchdog: snakepit.WatchdogPolicy{HealthInterval: 50 * time.Millisecond}}
+	rt, ev, err := startLogged(t, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rt.Stop(context.Background()) })
+	if h := health(t, rt, "p"); h.Profile != "thread" || h.Workers[0].Capacity != 4 {
+		t.Fatalf("auto on a free-threaded Python with a GIL-free adapter: %q, capacity %d", h.Profile, h.Workers[0].Capacity)
+	}
+	if _, err := rt.Call(callCtx(t), "p", "use_ext", nil); err != nil {
+		t.Fatal(err)
+	}
+	g := ev.await(t, "worker.gil_enabled", 1)[0].(telemetry.GILEnabled)
+	if g.Module != "gilmod" || g.When != "first call of tool use_ext" {
+		t.Fatalf("GIL event: %+v", g)
+	}
+	waitFor(t, "the pool to move to processes", 60*time.Second, func() bool {
+		h := health(t, rt, "p")
+		if h.Profile != "process" || h.Ready != 2 || h.Recycles["profile"] != 2 {
+			return false
+		}
+		for _, w := range h.Workers {
+			if w.Capacity != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	if _, err := rt.Call(callCtx(t), "p", "ping", nil); err != nil {
+		t.Fatal(err)
+	}
+}

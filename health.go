@@ -31,7 +31,7 @@ type PoolHealth struct {
 	NoFreeCapacity, Saturated int64
 	// Recycling counts the recycles queued or under way; Recycles counts
 	// those done since the runtime started, by reason ("age", "requests",
-	// "memory", "memory-hard-limit", "manual").
+	// "memory", "memory-hard-limit", "manual", "profile").
 	Recycling int
 	Recycles  map[string]int64
 	// Requests counts the calls the pool's workers served, and Restarts the

@@ -20,6 +20,7 @@ const (
 	RecycleMemory          = supervision.RecycleMemory
 	RecycleMemoryHardLimit = supervision.RecycleMemoryHardLimit
 	RecycleManual          = supervision.RecycleManual
+	RecycleProfile         = supervision.RecycleProfile
 )
 
 // ErrUnknownWorker: no worker of that id in the pool (see Runtime.Health for

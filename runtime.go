@@ -137,7 +137,7 @@ func (rt *Runtime) startPool(ctx context.Context, p PoolConfig) error {
 	log.Debug("pool shape", "profile", shape.Profile, "capacity", shape.Capacity, "why", shape.Why, "python", interp.Path)
 	settings := actors.PoolSettings{
 		Name: p.Name, Profile: shape.Profile, Size: p.Size, QueueSize: p.QueueSize, Restart: p.Restart, Logger: log,
-		Recycle: p.Recycle, Events: rt.events,
+		Recycle: p.Recycle, Events: rt.events, AutoFallback: p.Profile == profiles.AutoName,
 		Worker: actors.WorkerSettings{
 			Spec: pyworker.Spec{
 				Adapter: p.Adapter, Interpreter: interp, Transport: transport, RunDir: rt.runDir,

@@ -115,6 +115,8 @@ type (
 	requeue struct{ d *dispatch }
 	// poolFailed is sent by the pool to itself when it must give up.
 	poolFailed struct{ err error }
+	// gilSwitchedOn: a free-threaded worker's GIL was switched on.
+	gilSwitchedOn struct{ by, when string }
 	// restartDue: a worker's restart backoff has passed.
 	restartDue struct{ child *actor.PID }
 )

@@ -26,6 +26,10 @@ type PoolSettings struct {
 	Clock     supervision.Clock // nil: the system clock
 	Logger    hclog.Logger
 	Events    *telemetry.Bus // nil: no events
+	// AutoFallback: the profile was chosen by "auto"; if a thread-profile
+	// worker reports its free-threaded GIL switched on, the pool moves to
+	// the process profile (a rolling replacement of its workers).
+	AutoFallback bool
 }
 
 // worker is the pool's view of one worker.
@@ -111,6 +115,9 @@ type poolActor struct {
 	restarts int
 	// lastSaturated is when a call was last refused with the queue full.
 	lastSaturated time.Time
+	// workerSettings are what new workers start with; replaced (never
+	// changed in place: workers read theirs) when the profile changes.
+	workerSettings *WorkerSettings
 }
 
 // NewPoolProps returns the props of a pool actor.
@@ -122,7 +129,8 @@ func NewPoolProps(s PoolSettings) *actor.Props {
 		s.Worker.Pool, s.Worker.Events = s.Name, s.Events
 		return &poolActor{s: s, sup: supervision.New(s.Restart, s.Clock, nil), byID: map[string]*worker{},
 			inflight: map[string]*worker{}, timers: map[string]*time.Timer{},
-			policy: s.Recycle.WithDefaults(s.Size), recycles: map[supervision.RecycleReason]int64{}, random: rand.Float64}
+			policy: s.Recycle.WithDefaults(s.Size), recycles: map[supervision.RecycleReason]int64{}, random: rand.Float64,
+			workerSettings: &s.Worker}
 	}, actor.WithDispatcher(inlineDispatcher))
 }
 
@@ -171,6 +179,8 @@ func (p *poolActor) Receive(ctx actor.Context) {
 		p.onLifecycleReport(ctx, m)
 	case *drainTimedOut:
 		p.onDrainTimedOut(ctx, m)
+	case *gilSwitchedOn:
+		p.onGILSwitchedOn(ctx, m)
 	case *actor.Terminated:
 		p.onTerminated(ctx, m.Who)
 	case *actor.Stopping:
@@ -193,7 +203,7 @@ func (p *poolActor) spawnWorkers(ctx actor.Context) {
 func (p *poolActor) spawnWorker(ctx actor.Context, index int) *worker {
 	id := p.s.Name + "-" + strconv.Itoa(p.nextID)
 	p.nextID++
-	slot := &workerSlot{id: id, settings: &p.s.Worker, log: p.s.Logger.Named(id)}
+	slot := &workerSlot{id: id, settings: p.workerSettings, log: p.s.Logger.Named(id)}
 	pid := ctx.Spawn(newWorkerProps(slot))
 	w := &worker{pid: pid, slot: slot, capacity: 1, index: index, spread: supervision.Spread(index, p.s.Size, p.random())}
 	p.workers = append(p.workers, w)

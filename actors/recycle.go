@@ -396,3 +396,30 @@ func (p *poolActor) memberIDs() []string {
 	}
 	return ids
 }
+
+// onGILSwitchedOn moves a pool that "auto" put on the thread profile to the
+// process profile once one of its workers reports its GIL switched on: the
+// threads would only take turns. New workers start as processes (capacity
+// 1); the running ones are replaced one by one, as in a rolling restart.
+func (p *poolActor) onGILSwitchedOn(ctx actor.Context, m *gilSwitchedOn) {
+	if !p.s.AutoFallback || p.s.Profile != "thread" || p.recycleRefused() != nil {
+		return
+	}
+	ws := *p.workerSettings
+	ws.Spec.Capacity, ws.Spec.Profile = 1, "process"
+	p.workerSettings, p.s.Profile = &ws, "process"
+	why := fmt.Sprintf("profile auto falls back to processes: module %s switched the GIL on (%s)", orUnnamed(m.by), m.when)
+	p.s.Logger.Warn("switching the pool to the process profile", "why", why)
+	for _, w := range p.workers {
+		if w.member() {
+			p.enqueueRecycle(ctx, w, supervision.Verdict{Reason: supervision.RecycleProfile, Detail: why}, nil)
+		}
+	}
+}
+
+func orUnnamed(module string) string {
+	if module == "" {
+		return "(unnamed)"
+	}
+	return module
+}

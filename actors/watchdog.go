@@ -149,14 +149,14 @@ func (w *workerActor) onHealthTick(ctx actor.Context, m *healthTick) {
 	}()
 }
 
-func (w *workerActor) onHealthChecked(m *healthChecked) {
+func (w *workerActor) onHealthChecked(ctx actor.Context, m *healthChecked) {
 	w.checking = false
 	if m.gen != w.gen || w.h == nil {
 		return
 	}
 	if m.err == nil {
 		w.healthFails = 0
-		w.noticeGIL(m.reply)
+		w.noticeGIL(ctx, m.reply)
 		return
 	}
 	w.healthFails++
@@ -204,7 +204,7 @@ func (w *workerActor) killWith(why string, stacks bool) {
 
 // noticeGIL publishes a free-threaded worker's GIL being switched on, once
 // per change (at start, or by a module a tool imported later).
-func (w *workerActor) noticeGIL(h *wpb.HealthReply) {
+func (w *workerActor) noticeGIL(ctx actor.Context, h *wpb.HealthReply) {
 	if !h.GetFreeThreadedBuild() || !h.GetGilEnabled() {
 		return
 	}
@@ -217,4 +217,5 @@ func (w *workerActor) noticeGIL(h *wpb.HealthReply) {
 		"fix", "the module must declare free-threading support (Py_mod_gil), or run the pool with Profile \"process\"")
 	publish(w.slot.settings.Events, telemetry.GILEnabled{Time: time.Now(), Pool: w.slot.settings.Pool, Worker: w.slot.id,
 		Module: now.by, When: now.when})
+	ctx.Send(ctx.Parent(), &gilSwitchedOn{by: now.by, when: now.when})
 }

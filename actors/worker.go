@@ -100,7 +100,7 @@ func (w *workerActor) Receive(ctx actor.Context) {
 	case *healthTick:
 		w.onHealthTick(ctx, m)
 	case *healthChecked:
-		w.onHealthChecked(m)
+		w.onHealthChecked(ctx, m)
 	case *DescribeQuery, *StatsQuery:
 		w.answerQuery(ctx, m)
 	case *actor.Restarting:
@@ -152,7 +152,7 @@ func (w *workerActor) onLaunched(ctx actor.Context, m *launched) {
 	}()
 	w.startRunners(ctx, w.slot.settings.Spec.Capacity)
 	w.startHealthChecks(ctx)
-	w.noticeGIL(m.h.Health)
+	w.noticeGIL(ctx, m.h.Health)
 	ctx.Send(ctx.Parent(), &workerReady{worker: self, gen: w.gen, capacity: w.slot.settings.Spec.Capacity, pid: m.h.Pid(),
 		boot: time.Since(w.launchedAt), bootCPU: m.bootCPU})
 }

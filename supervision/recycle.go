@@ -16,6 +16,9 @@ const (
 	RecycleMemory          RecycleReason = "memory"
 	RecycleMemoryHardLimit RecycleReason = "memory-hard-limit"
 	RecycleManual          RecycleReason = "manual"
+	// RecycleProfile: the pool changed profile (auto falling back to
+	// processes when a free-threaded worker's GIL got switched on).
+	RecycleProfile RecycleReason = "profile"
 )
 
 // Graceful reports whether a worker recycled for r is drained (a replacement

@@ -113,7 +113,7 @@ type WorkerRestarted struct {
 }
 
 // WorkerRecycled: a worker was replaced on purpose (not a failure). Reason is
-// one of "age", "requests", "memory", "memory-hard-limit", "manual".
+// one of "age", "requests", "memory", "memory-hard-limit", "manual", "profile".
 type WorkerRecycled struct {
 	Time   time.Time
 	Pool   string
@@ -121,7 +121,7 @@ type WorkerRecycled struct {
 	// Replacement is the worker that took its place ("" after the hard
 	// memory limit: the same worker restarts).
 	Replacement string
-	Reason      string // "age", "requests", "memory", "memory-hard-limit" or "manual"
+	Reason      string // "age", "requests", "memory", "memory-hard-limit", "manual" or "profile"
 	// Detail gives the numbers behind the decision.
 	Detail   string
 	Uptime   time.Duration // how long it had been ready

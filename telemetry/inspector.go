@@ -58,7 +58,7 @@ type PoolReport struct {
 	// workers since replaced included; at least the sum of the workers'.
 	Restarts int `json:"restarts"`
 	// Recycles counts the recycles done, by reason ("age", "requests",
-	// "memory", "memory-hard-limit", "manual").
+	// "memory", "memory-hard-limit", "manual", "profile").
 	Recycles map[string]int64 `json:"recycles"`
 	// Uptime is how long the pool has run; 0 when unknown. JSON:
 	// "uptime_seconds".
