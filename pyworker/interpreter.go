@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -119,6 +120,7 @@ func probeCached(ctx context.Context, candidate string, modules []string) (Inter
 // error text ("" when it imported).
 const probeScript = `import importlib, json, platform, sys, sysconfig
 res = {"version": platform.python_version(), "ok": sys.version_info >= (3, 11), "missing": {},
+       "executable": sys.executable,
        "free_threaded": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
        "gil_enabled": bool(getattr(sys, "_is_gil_enabled", lambda: True)())}
 for m in sys.argv[1:]:
@@ -143,6 +145,7 @@ func probe(ctx context.Context, path string, modules []string) (Interpreter, err
 		Missing      map[string]string `json:"missing"`
 		FreeThreaded bool              `json:"free_threaded"`
 		GILEnabled   bool              `json:"gil_enabled"`
+		Executable   string            `json:"executable"`
 	}
 	if err := json.Unmarshal(out, &res); err != nil {
 		return Interpreter{}, fmt.Errorf("%s: unexpected probe output %q", path, out)
@@ -159,5 +162,20 @@ func probe(ctx context.Context, path string, modules []string) (Interpreter, err
 	if len(missing) > 0 {
 		return Interpreter{}, fmt.Errorf("%s (Python %s): %s", path, res.Version, strings.Join(missing, "; "))
 	}
-	return Interpreter{Path: path, Version: res.Version, FreeThreaded: res.FreeThreaded, GILEnabled: res.GILEnabled}, nil
+	return Interpreter{Path: realExecutable(path, res.Executable), Version: res.Version, FreeThreaded: res.FreeThreaded, GILEnabled: res.GILEnabled}, nil
+}
+
+// realExecutable prefers the interpreter's own sys.executable to the path it
+// was found by: a version manager's shim (pyenv's is a shell script that runs
+// more scripts before it execs Python) then costs nothing per worker start, and
+// a worker's pid is Python's from its first instruction. A virtual
+// environment's sys.executable is its own bin/python, so it stays in force.
+func realExecutable(found, reported string) string {
+	if reported == "" || !filepath.IsAbs(reported) {
+		return found
+	}
+	if st, err := os.Stat(reported); err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
+		return found
+	}
+	return reported
 }

@@ -20,8 +20,10 @@ const (
 
 // readLines calls fn for every line of r (without its newline), made
 // printable; lines longer than maxLogLine are cut. It returns at EOF or on a
-// read error.
-func readLines(r io.Reader, fn func(string)) {
+// read error, and closes r: the reader owns the pipe's read end, which would
+// otherwise stay open until the garbage collector finalised it.
+func readLines(r io.ReadCloser, fn func(string)) {
+	defer func() { _ = r.Close() }()
 	br := bufio.NewReaderSize(r, 4096)
 	for {
 		line, err := readCappedLine(br)

@@ -1,6 +1,7 @@
 package pyworker
 
 import (
+	"io"
 	"strings"
 	"syscall"
 	"testing"
@@ -47,7 +48,7 @@ func TestStderrTailKeepsLastWarnings(t *testing.T) {
 func TestReadLinesCapsLongLines(t *testing.T) {
 	long := strings.Repeat("x", maxLogLine*2)
 	var got []string
-	readLines(strings.NewReader("a\r\n"+long+"\nlast-without-newline"), func(l string) { got = append(got, l) })
+	readLines(io.NopCloser(strings.NewReader("a\r\n"+long+"\nlast-without-newline")), func(l string) { got = append(got, l) })
 	if len(got) != 3 || got[0] != "a" || len(got[1]) != maxLogLine || got[2] != "last-without-newline" {
 		t.Fatalf("lines: %d, first %q, second %d bytes, third %q", len(got), got[0], len(got[1]), got[len(got)-1])
 	}
