@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/snakepit-go/snakepit/actors"
 	"github.com/snakepit-go/snakepit/profiles"
 	"github.com/snakepit-go/snakepit/pyworker"
 	"github.com/snakepit-go/snakepit/pyworker/wire"
@@ -147,6 +148,12 @@ type PoolConfig struct {
 	// health checks in a row, gets its worker killed and replaced. Default:
 	// 5s grace; a check every 5s, 5s each, 3 failures (see WatchdogPolicy).
 	Watchdog WatchdogPolicy
+
+	// Sessions bounds the pool's sessions (Runtime.OpenSession): how many,
+	// per worker, how long an idle one lives, and how long a recycled worker
+	// keeps serving the sessions it holds. Default: 10000 sessions, no
+	// per-worker limit, 30m idle TTL, 30s drain (see SessionPolicy).
+	Sessions SessionPolicy
 }
 
 // RestartPolicy is the supervision policy of a pool's workers.
@@ -155,6 +162,10 @@ type RestartPolicy = supervision.Policy
 // WatchdogPolicy is how a pool finds stuck and frozen workers; see the
 // WatchdogPolicy table in the README.
 type WatchdogPolicy = supervision.WatchdogPolicy
+
+// SessionPolicy bounds a pool's sessions; see the SessionPolicy table in the
+// README.
+type SessionPolicy = actors.SessionPolicy
 
 // RecyclePolicy is when a pool replaces its workers (TTL, request count,
 // memory); see the RecyclePolicy table in the README.
@@ -281,6 +292,18 @@ func (p PoolConfig) validate(v *validator, at string, seen map[string]int, i int
 	validateRestart(p.Restart, v, at+".restart")
 	validateRecycle(p.Recycle, v, at+".recycle")
 	validateWatchdog(p.Watchdog, v, at+".watchdog")
+	validateSessions(p.Sessions, v, at+".sessions")
+}
+
+func validateSessions(s SessionPolicy, v *validator, at string) {
+	if s.MaxSessions < 0 {
+		v.add(at+".max_sessions", fmt.Sprintf("must be ≥ 1 (got %d); 0 means the default, %d", s.MaxSessions, actors.DefaultMaxSessions))
+	}
+	if s.MaxPerWorker < 0 {
+		v.add(at+".max_per_worker", fmt.Sprintf("must be ≥ 0 (got %d); 0 means no limit", s.MaxPerWorker))
+	}
+	v.nonNegative(at+".idle_ttl", s.IdleTTL)
+	v.nonNegative(at+".drain_timeout", s.DrainTimeout)
 }
 
 func validateWatchdog(w WatchdogPolicy, v *validator, at string) {

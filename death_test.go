@@ -140,11 +140,13 @@ func TestCancellationReachesPython(t *testing.T) {
 		}
 
 		ctx, cancel = context.WithCancel(context.Background())
+		started := filepath.Join(t.TempDir(), "started")
 		go func() {
-			_, err := rt.Call(ctx, "p", "sleep", map[string]any{"seconds": 60})
+			_, err := rt.Call(ctx, "p", "uncooperative_sleep", map[string]any{"seconds": 60, "started": started})
 			done <- err
 		}()
-		waitFor(t, "the sleep to run", 10*time.Second, func() bool { return health(t, rt, "p").InFlight == 1 })
+		// Cancelled before Python starts it, the call would never run.
+		waitFor(t, "the sleep to run", 10*time.Second, func() bool { _, err := os.Stat(started); return err == nil })
 		cancel()
 		if err := <-done; !errors.Is(err, context.Canceled) {
 			t.Fatalf("cancelled call: %v", err)

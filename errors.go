@@ -44,6 +44,21 @@ var (
 	// ErrNoPython: no interpreter able to run the workers was found; match
 	// *NoPythonError for what was tried.
 	ErrNoPython = pyworker.ErrNoPython
+	// ErrSessionLost: the session is closed or expired, or (strict modes)
+	// its worker died or was recycled away. Its Python state is gone: open
+	// a new session. A call that was running when its worker died matches
+	// ErrWorkerCrashed too.
+	ErrSessionLost = actors.ErrSessionLost
+	// ErrSessionBusy: a strict-fail-fast session's worker had no free slot.
+	ErrSessionBusy = errors.New("session worker busy")
+	// ErrSessionLimit: the pool holds PoolConfig.Sessions.MaxSessions
+	// sessions, or every worker MaxPerWorker.
+	ErrSessionLimit = actors.ErrSessionLimit
+	// ErrDeadlock: a callback handler made a call that could only run on
+	// the worker waiting for that handler.
+	ErrDeadlock = errors.New("call would deadlock")
+	// ErrBadCallback: Runtime.Register was given a bad name or handler.
+	ErrBadCallback = errors.New("bad callback registration")
 )
 
 // BootError: a worker could not import or instantiate its adapter, or died
@@ -93,6 +108,9 @@ type WorkerCrashedError struct {
 	Stacks string
 	// Stderr holds the last lines the worker wrote to stderr.
 	Stderr string
+	// Session is the strict session the call belonged to ("" for none): it
+	// is lost with the worker, and the error matches ErrSessionLost too.
+	Session string
 }
 
 func (e *WorkerCrashedError) Error() string {
@@ -106,6 +124,9 @@ func (e *WorkerCrashedError) Error() string {
 	case e.Exit.Signal == syscall.SIGKILL && !e.Exit.OOM.Killed:
 		msg += " (not the out-of-memory killer: something outside the runtime killed it)"
 	}
+	if e.Session != "" {
+		msg += "; session " + e.Session + " is lost with it (open a new one)"
+	}
 	if e.Stacks != "" {
 		msg += "; its Python stacks before the kill:\n" + e.Stacks
 	}
@@ -115,7 +136,9 @@ func (e *WorkerCrashedError) Error() string {
 	return msg
 }
 
-func (e *WorkerCrashedError) Is(target error) bool { return target == ErrWorkerCrashed }
+func (e *WorkerCrashedError) Is(target error) bool {
+	return target == ErrWorkerCrashed || (target == ErrSessionLost && e.Session != "")
+}
 
 // Signal is the signal that killed the worker, 0 if it exited.
 func (e *WorkerCrashedError) Signal() syscall.Signal { return e.Exit.Signal }

@@ -42,6 +42,9 @@ type PoolHealth struct {
 	// LastSaturated is when a call was last refused with ErrPoolSaturated
 	// (zero: never).
 	LastSaturated time.Time
+	// Sessions counts the sessions open (Runtime.OpenSession), lost ones
+	// included until they expire.
+	Sessions int
 	// Workers: the Size members in order, then any worker retiring after a
 	// recycle and any replacement still starting.
 	Workers []WorkerHealth
@@ -75,6 +78,8 @@ type WorkerHealth struct {
 	// (SIGKILL)" or "killed by the runtime (...): it failed 2 health
 	// checks..."; "" while its first process runs.
 	LastExit string
+	// Sessions counts the sessions bound to its current process.
+	Sessions int
 }
 
 // Health reports every pool, in Config order.
@@ -97,12 +102,12 @@ func poolHealth(s *actors.PoolStatus) PoolHealth {
 	h := PoolHealth{Name: s.Name, Size: s.Size, Ready: s.Ready, Queued: s.Queued, InFlight: s.InFlight,
 		Failed: s.Failed, Reason: s.Reason, Profile: s.Profile, QueueSize: s.QueueSize,
 		NoFreeCapacity: s.NoFreeCapacity, Saturated: s.Saturated, Recycling: s.Recycling, Recycles: s.Recycles,
-		Requests: s.Requests, Restarts: s.Restarts, LastSaturated: s.LastSaturated}
+		Requests: s.Requests, Restarts: s.Restarts, LastSaturated: s.LastSaturated, Sessions: s.Sessions}
 	for _, w := range s.Workers {
 		h.Workers = append(h.Workers, WorkerHealth{ID: w.ID, Pid: w.Pid, Ready: w.Ready, Capacity: w.Capacity, Load: w.Load,
 			Restarts: w.Restarts, AtCapacity: w.AtCapacity, Started: w.Started, Requests: w.Requests, RSS: w.RSS,
 			Retiring: w.Retiring, Starting: w.Starting, LastExit: w.LastExit,
-			Busy: w.Busy, BootCPU: w.BootCPU})
+			Busy: w.Busy, BootCPU: w.BootCPU, Sessions: w.Sessions})
 	}
 	return h
 }

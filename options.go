@@ -2,10 +2,14 @@ package snakepit
 
 import "errors"
 
-// CallOption changes how one Call is made.
+// CallOption changes how one Call or Stream is made.
 type CallOption func(*callOpts)
 
-type callOpts struct{ retries int }
+type callOpts struct {
+	retries int
+	window  int
+	session *Session // set by Session.Call and Session.Stream
+}
 
 func callOptions(opts []CallOption) callOpts {
 	var o callOpts
@@ -29,4 +33,17 @@ func Idempotent(retries int) CallOption {
 // sent again.
 func retryable(err error) bool {
 	return errors.Is(err, ErrWorkerCrashed) || errors.Is(err, ErrTransport)
+}
+
+// DefaultWindow is how many chunks of a stream may be in flight (produced
+// by Python, not yet taken by the consumer) unless Window says otherwise.
+const DefaultWindow = 32
+
+// Window sets how many chunks of a Stream may be in flight between Python
+// and the consumer (default DefaultWindow). The generator is not asked for
+// another item while that many wait to be taken, so a slow consumer slows
+// the producer, and memory stays bounded by n chunks. n is 1 to 65536; 0
+// means the default. It does not apply to Call.
+func Window(n int) CallOption {
+	return func(o *callOpts) { o.window = n }
 }

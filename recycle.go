@@ -30,7 +30,10 @@ var ErrUnknownWorker = actors.ErrUnknownWorker
 // Recycle replaces one worker of pool gracefully, with reason "manual": a
 // replacement starts and becomes ready first, then the worker takes no new
 // call, finishes those it runs (within RecyclePolicy.DrainTimeout) and stops.
-// It returns once the old worker has stopped. If the replacement cannot
+// A worker holding strict sessions keeps serving them until they close, or
+// PoolConfig.Sessions.DrainTimeout passes (they are lost then); its hint
+// sessions move to other workers on their next call. It returns once the old
+// worker has stopped. If the replacement cannot
 // start, the worker keeps serving and the error says why.
 func (rt *Runtime) Recycle(ctx context.Context, pool, workerID string) error {
 	return rt.recycle(ctx, pool, "recycle "+workerID, &actors.RecycleWorker{ID: workerID})

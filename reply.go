@@ -10,27 +10,34 @@ import (
 	wpb "github.com/snakepit-go/snakepit/pyworker/pb"
 )
 
-// decodeReply turns a pool's reply into a Result or a typed error.
-func decodeReply(pool, tool string, r *apb.CallReply) (*Result, error) {
+// decodeReply turns a pool's reply into a Result or a typed error. session
+// is the call's session ("" for none).
+func decodeReply(pool, tool, session string, r *apb.CallReply) (*Result, error) {
 	if f := r.GetFailure(); f != nil {
-		return nil, failureError(pool, tool, r.GetWorkerId(), f)
+		return nil, failureError(pool, tool, r.GetWorkerId(), session, f)
 	}
 	rep := r.GetReply()
 	if e := rep.GetError(); e != nil {
 		return nil, pythonFailure(pool, tool, r.GetWorkerId(), e)
 	}
 	if raw, ok := rep.GetOutcome().(*wpb.ExecuteReply_ResultRaw); ok {
-		return &Result{raw: raw.ResultRaw, isRaw: true, worker: r.GetWorkerId()}, nil
+		return &Result{raw: raw.ResultRaw, isRaw: true, worker: r.GetWorkerId(), reboundFrom: r.GetReboundFrom()}, nil
 	}
-	return &Result{json: rep.GetResultJson(), worker: r.GetWorkerId()}, nil
+	return &Result{json: rep.GetResultJson(), worker: r.GetWorkerId(), reboundFrom: r.GetReboundFrom()}, nil
 }
 
-func failureError(pool, tool, worker string, f *apb.Failure) error {
+func failureError(pool, tool, worker, session string, f *apb.Failure) error {
 	switch f.GetCode() {
+	case apb.Failure_CODE_SESSION_LOST:
+		return callError(pool, tool, ErrSessionLost, f.GetMessage())
+	case apb.Failure_CODE_SESSION_BUSY:
+		return callError(pool, tool, ErrSessionBusy, f.GetMessage())
+	case apb.Failure_CODE_DEADLOCK:
+		return callError(pool, tool, ErrDeadlock, f.GetMessage())
 	case apb.Failure_CODE_SATURATED:
 		return callError(pool, tool, ErrPoolSaturated, f.GetMessage()+": retry later, add workers (PoolConfig.Size) or raise PoolConfig.QueueSize")
 	case apb.Failure_CODE_WORKER_CRASHED:
-		return &WorkerCrashedError{Pool: pool, Tool: tool, Worker: worker, Stderr: f.GetStderrTail(), KilledBy: f.GetKilledBy(),
+		return &WorkerCrashedError{Pool: pool, Tool: tool, Worker: worker, Session: session, Stderr: f.GetStderrTail(), KilledBy: f.GetKilledBy(),
 			Stacks: f.GetStacks(), Exit: ExitStatus{Code: int(f.GetExitCode()), Signal: syscall.Signal(f.GetSignal()),
 				OOM: pyworker.OOMVerdict{Known: f.GetOomKnown(), Killed: f.GetOomKilled(), Detail: f.GetOomDetail()}}}
 	case apb.Failure_CODE_DEADLINE:

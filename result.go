@@ -12,6 +12,8 @@ type Result struct {
 	raw    []byte
 	isRaw  bool
 	worker string
+	// reboundFrom: a hint-mode session call that ran away from its worker.
+	reboundFrom string
 }
 
 // Decode stores the result in v, as json.Unmarshal does. A bytes result
@@ -42,3 +44,8 @@ func (r *Result) Bytes() ([]byte, bool) { return r.raw, r.isRaw }
 
 // Worker is the id of the worker that ran the call, e.g. "default-2".
 func (r *Result) Worker() string { return r.worker }
+
+// ReboundFrom is, for a call of a hint-mode session that found its worker
+// busy or gone and ran on another (which holds the session from then on),
+// the worker the session was bound to; "" otherwise.
+func (r *Result) ReboundFrom() string { return r.reboundFrom }

@@ -44,6 +44,8 @@ type Runtime struct {
 	started time.Time
 	metrics metricsState
 	admin   *adminServer
+	// callbacks are the Go functions Python may call (Runtime.Register).
+	callbacks callbackRegistry
 
 	seq      atomic.Uint64
 	stopping atomic.Bool
@@ -137,7 +139,7 @@ func (rt *Runtime) startPool(ctx context.Context, p PoolConfig) error {
 	log.Debug("pool shape", "profile", shape.Profile, "capacity", shape.Capacity, "why", shape.Why, "python", interp.Path)
 	settings := actors.PoolSettings{
 		Name: p.Name, Profile: shape.Profile, Size: p.Size, QueueSize: p.QueueSize, Restart: p.Restart, Logger: log,
-		Recycle: p.Recycle, Events: rt.events, AutoFallback: p.Profile == profiles.AutoName,
+		Recycle: p.Recycle, Sessions: p.Sessions, Events: rt.events, AutoFallback: p.Profile == profiles.AutoName,
 		Worker: actors.WorkerSettings{
 			Spec: pyworker.Spec{
 				Adapter: p.Adapter, Interpreter: interp, Transport: transport, RunDir: rt.runDir,
@@ -145,6 +147,7 @@ func (rt *Runtime) startPool(ctx context.Context, p PoolConfig) error {
 				RunID: rt.runID, Token: rt.token, Capacity: shape.Capacity, Profile: shape.Profile,
 				ThreadChecks:    p.ThreadSafetyChecks,
 				MaxMessageBytes: rt.cfg.MaxMessageBytes, Processes: rt.procs,
+				Callbacks: rt.callbacks.serve(p.Name, rt.cfg.MaxMessageBytes),
 			},
 			StartTimeout: p.StartTimeout, ShutdownGrace: rt.cfg.ShutdownGrace, KillAfter: rt.cfg.KillAfter,
 			Watchdog: p.Watchdog,
@@ -259,19 +262,13 @@ func (rt *Runtime) abort() {
 // Options: Idempotent(n) lets the call be retried, up to n more times, when
 // the worker running it dies under it.
 func (rt *Runtime) Call(ctx context.Context, pool, tool string, args any, opts ...CallOption) (*Result, error) {
-	pid, err := rt.pool(pool)
+	return rt.call(ctx, pool, tool, args, callOptions(opts))
+}
+
+func (rt *Runtime) call(ctx context.Context, pool, tool string, args any, o callOpts) (*Result, error) {
+	pid, req, err := rt.newRequest(ctx, pool, tool, args, o)
 	if err != nil {
 		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("snakepit: %s.%s: %w", pool, tool, err)
-	}
-	if tool == "" {
-		return nil, callError(pool, tool, ErrUnknownTool, "the tool name is empty: name one of the pool's tools (Runtime.Tools lists them)")
-	}
-	argsJSON, binary, err := encodeArgs(args)
-	if err != nil {
-		return nil, callError(pool, tool, ErrBadArguments, err.Error())
 	}
 	if _, has := ctx.Deadline(); !has {
 		var cancel context.CancelFunc
@@ -279,17 +276,12 @@ func (rt *Runtime) Call(ctx context.Context, pool, tool string, args any, opts .
 		defer cancel()
 	}
 	deadline, _ := ctx.Deadline()
-	req := &apb.CallRequest{Execute: &wpb.ExecuteRequest{
-		RequestId: rt.requestID(), Tool: tool,
-		ArgsJson: argsJSON, BinaryArgs: binary, DeadlineUnixNano: deadline.UnixNano(),
-	}}
-	if size := proto.Size(req); size > rt.cfg.MaxMessageBytes {
-		return nil, callError(pool, tool, ErrMessageTooLarge, fmt.Sprintf(
-			"the request is %d bytes, more than Config.MaxMessageBytes (%d)", size, rt.cfg.MaxMessageBytes))
-	}
-	o := callOptions(opts)
+	req.Execute.DeadlineUnixNano = deadline.UnixNano()
 	for attempt := 0; ; attempt++ {
-		res, err := rt.roundTrip(ctx, pid, pool, req)
+		res, err := rt.roundTrip(ctx, pid, pool, req, o.session.strictID())
+		if o.session != nil {
+			o.session.observe(res, err)
+		}
 		if attempt >= o.retries || !retryable(err) || ctx.Err() != nil {
 			return res, err
 		}
@@ -299,9 +291,42 @@ func (rt *Runtime) Call(ctx context.Context, pool, tool string, args any, opts .
 	}
 }
 
+// newRequest checks a call's pool, context, tool name and arguments and
+// builds its request (without a deadline).
+func (rt *Runtime) newRequest(ctx context.Context, pool, tool string, args any, o callOpts) (*actor.PID, *apb.CallRequest, error) {
+	pid, err := rt.pool(pool)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, nil, fmt.Errorf("snakepit: %s.%s: %w", pool, tool, err)
+	}
+	if tool == "" {
+		return nil, nil, callError(pool, tool, ErrUnknownTool, "the tool name is empty: name one of the pool's tools (Runtime.Tools lists them)")
+	}
+	argsJSON, binary, err := encodeArgs(args)
+	if err != nil {
+		return nil, nil, callError(pool, tool, ErrBadArguments, err.Error())
+	}
+	req := &apb.CallRequest{Execute: &wpb.ExecuteRequest{
+		RequestId: rt.requestID(), Tool: tool, ArgsJson: argsJSON, BinaryArgs: binary,
+	}, OriginWorker: actors.OriginWorker(ctx)}
+	if o.session != nil {
+		req.SessionId, req.Execute.SessionId = o.session.id, o.session.id
+	}
+	if size := proto.Size(req); size > rt.cfg.MaxMessageBytes {
+		return nil, nil, callError(pool, tool, ErrMessageTooLarge, fmt.Sprintf(
+			"the request is %d bytes, more than Config.MaxMessageBytes (%d)", size, rt.cfg.MaxMessageBytes))
+	}
+	return pid, req, nil
+}
+
 func (rt *Runtime) requestID() string { return rt.runID + "-" + strconv.FormatUint(rt.seq.Add(1), 36) }
 
-func (rt *Runtime) roundTrip(ctx context.Context, pid *actor.PID, pool string, req *apb.CallRequest) (*Result, error) {
+// roundTrip sends req to the pool and waits for its reply or ctx. session
+// is the strict session the call belongs to ("" for none): its worker's
+// death loses it.
+func (rt *Runtime) roundTrip(ctx context.Context, pid *actor.PID, pool string, req *apb.CallRequest, session string) (*Result, error) {
 	box := actors.NewReplyBox(rt.system)
 	defer box.Release()
 	rt.system.Root.RequestWithCustomSender(pid, req, box.PID())
@@ -312,7 +337,7 @@ func (rt *Runtime) roundTrip(ctx context.Context, pid *actor.PID, pool string, r
 		if !ok {
 			return nil, callError(pool, tool, ErrTransport, fmt.Sprintf("unexpected reply %T", r))
 		}
-		return decodeReply(pool, tool, reply)
+		return decodeReply(pool, tool, session, reply)
 	case <-ctx.Done():
 		rt.system.Root.Send(pid, &apb.CancelCall{RequestId: req.GetExecute().GetRequestId()})
 		return nil, fmt.Errorf("snakepit: %s.%s: %w", pool, tool, ctx.Err())

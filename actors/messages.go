@@ -50,6 +50,8 @@ type PoolStatus struct {
 	Restarts int
 	// LastSaturated is when a call was last refused (zero: never).
 	LastSaturated time.Time
+	// Sessions counts the sessions open (lost ones included until they expire).
+	Sessions int
 }
 
 // WorkerStatus is a snapshot of one worker as the pool sees it.
@@ -77,6 +79,8 @@ type WorkerStatus struct {
 	Busy, BootCPU time.Duration
 	// LastExit says how its last process ended ("" if none has).
 	LastExit string
+	// Sessions counts the sessions bound to its current process.
+	Sessions int
 }
 
 // Messages between a pool and its workers.
@@ -109,6 +113,9 @@ type (
 		caller   *actor.PID
 		gen      uint64
 		queuedAt time.Time // when it joined the queue, if it did
+		sess     *session  // the session it belongs to, if any
+		// reboundFrom: a hint session moved from this worker for the call.
+		reboundFrom string
 	}
 	// requeue hands a call back to the pool: it reached a worker incarnation
 	// that can no longer run it, and never reached Python.

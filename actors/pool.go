@@ -23,6 +23,7 @@ type PoolSettings struct {
 	Worker    WorkerSettings
 	Restart   supervision.Policy
 	Recycle   supervision.RecyclePolicy
+	Sessions  SessionPolicy     // defaults applied here
 	Clock     supervision.Clock // nil: the system clock
 	Logger    hclog.Logger
 	Events    *telemetry.Bus // nil: no events
@@ -71,6 +72,9 @@ type worker struct {
 	backoff          time.Duration
 	restartsInPeriod int
 	lastExit         string // how its last process ended
+	// sessions counts the sessions bound to it; ending, the session end
+	// hooks it is running (it does not stop before they are done).
+	sessions, ending int
 }
 
 // busyNow is the time w's process has had a call running, up to now.
@@ -118,6 +122,12 @@ type poolActor struct {
 	// workerSettings are what new workers start with; replaced (never
 	// changed in place: workers read theirs) when the profile changes.
 	workerSettings *WorkerSettings
+
+	sessionPolicy SessionPolicy
+	sessions      map[string]*session
+	sessionCalls  map[string]*session // request id -> session, for session calls queued or running
+	sessionQueued int                 // session calls in the queue
+	sessionSweep  chan struct{}       // stops the idle-session sweep
 }
 
 // NewPoolProps returns the props of a pool actor.
@@ -130,7 +140,8 @@ func NewPoolProps(s PoolSettings) *actor.Props {
 		return &poolActor{s: s, sup: supervision.New(s.Restart, s.Clock, nil), byID: map[string]*worker{},
 			inflight: map[string]*worker{}, timers: map[string]*time.Timer{},
 			policy: s.Recycle.WithDefaults(s.Size), recycles: map[supervision.RecycleReason]int64{}, random: rand.Float64,
-			workerSettings: &s.Worker}
+			workerSettings: &s.Worker, sessionPolicy: s.Sessions.WithDefaults(), sessions: map[string]*session{},
+			sessionCalls: map[string]*session{}}
 	}, actor.WithDispatcher(inlineDispatcher))
 }
 
@@ -141,6 +152,7 @@ func (p *poolActor) Receive(ctx actor.Context) {
 		if p.policy.Enabled() {
 			ctx.Spawn(newLifecycleProps(p.policy, p.s.Clock, p.s.Logger.Named("lifecycle")))
 		}
+		p.sessionSweep = tickSelf(ctx, p.sessionPolicy.sweepEvery(), &sessionSweep{})
 	case *apb.CallRequest:
 		p.onCall(ctx, &dispatch{req: m, caller: ctx.Sender()})
 	case *apb.CancelCall:
@@ -148,7 +160,7 @@ func (p *poolActor) Receive(ctx actor.Context) {
 	case *workerReady:
 		p.onReady(ctx, m)
 	case *workerDown:
-		p.onDown(m)
+		p.onDown(ctx, m)
 	case *slotFreed:
 		p.onFreed(ctx, m)
 	case *requeue:
@@ -181,6 +193,18 @@ func (p *poolActor) Receive(ctx actor.Context) {
 		p.onDrainTimedOut(ctx, m)
 	case *gilSwitchedOn:
 		p.onGILSwitchedOn(ctx, m)
+	case *OpenSession:
+		p.onOpenSession(ctx, m)
+	case *CloseSession:
+		p.onCloseSession(ctx, m)
+	case *sessionEnded:
+		p.onSessionEnded(ctx, m)
+	case *sessionSweep:
+		if len(p.sessions) > 0 {
+			p.onSessionSweep(ctx)
+		}
+	case *sessionDrainOver:
+		p.onSessionDrainOver(ctx, m)
 	case *actor.Terminated:
 		p.onTerminated(ctx, m.Who)
 	case *actor.Stopping:
@@ -188,6 +212,10 @@ func (p *poolActor) Receive(ctx actor.Context) {
 		p.stopping = true
 		for _, t := range p.timers {
 			t.Stop()
+		}
+		if p.sessionSweep != nil {
+			close(p.sessionSweep)
+			p.sessionSweep = nil
 		}
 	}
 }
@@ -219,32 +247,55 @@ func (p *poolActor) onCall(ctx actor.Context, d *dispatch) {
 		p.reject(ctx, d, apb.Failure_CODE_POOL_UNAVAILABLE, fmt.Sprintf("pool %q has failed: %s", p.s.Name, p.failed))
 	case p.draining:
 		p.reject(ctx, d, apb.Failure_CODE_POOL_UNAVAILABLE, fmt.Sprintf("pool %q is stopping", p.s.Name))
+	case d.req.GetSessionId() != "":
+		p.onSessionCall(ctx, d, d.req.GetSessionId())
 	case len(p.queue) == 0 && p.tryDispatch(ctx, d):
 	case len(p.queue) >= p.s.QueueSize:
-		p.saturated++
-		p.lastSaturated = time.Now()
-		publish(p.s.Events, telemetry.PoolSaturated{Time: time.Now(), Pool: p.s.Name, Tool: d.req.GetExecute().GetTool(),
-			Queued: len(p.queue), Limit: p.s.QueueSize})
-		p.reject(ctx, d, apb.Failure_CODE_SATURATED, fmt.Sprintf(
-			"pool %q is saturated: all %d workers busy and %d calls queued (PoolConfig.QueueSize)", p.s.Name, p.s.Size, len(p.queue)))
+		p.saturate(ctx, d)
 	default:
+		if why, stuck := p.wouldDeadlock(d); stuck {
+			p.reject(ctx, d, apb.Failure_CODE_DEADLOCK, why)
+			return
+		}
 		p.noCapacity++
 		d.queuedAt = time.Now()
 		p.queue = append(p.queue, d)
 	}
 }
 
+// saturate refuses d: the queue is full.
+func (p *poolActor) saturate(ctx actor.Context, d *dispatch) {
+	p.saturated++
+	p.lastSaturated = time.Now()
+	publish(p.s.Events, telemetry.PoolSaturated{Time: time.Now(), Pool: p.s.Name, Tool: d.req.GetExecute().GetTool(),
+		Queued: len(p.queue), Limit: p.s.QueueSize})
+	p.reject(ctx, d, apb.Failure_CODE_SATURATED, fmt.Sprintf(
+		"pool %q is saturated: all %d workers busy and %d calls queued (PoolConfig.QueueSize)", p.s.Name, p.s.Size, len(p.queue)))
+}
+
 // tryDispatch sends d to the least-loaded worker with free capacity.
 func (p *poolActor) tryDispatch(ctx actor.Context, d *dispatch) bool {
+	best := p.leastLoadedFree()
+	if best == nil {
+		return false
+	}
+	p.assign(ctx, d, best)
+	return true
+}
+
+// leastLoadedFree is the member worker with the most free capacity, or nil.
+func (p *poolActor) leastLoadedFree() *worker {
 	var best *worker
 	for _, w := range p.workers {
 		if w.free() && (best == nil || w.load < best.load) {
 			best = w
 		}
 	}
-	if best == nil {
-		return false
-	}
+	return best
+}
+
+// assign sends d to best and counts it running there.
+func (p *poolActor) assign(ctx actor.Context, d *dispatch, best *worker) {
 	if best.load == 0 {
 		best.busySince = time.Now()
 	}
@@ -258,12 +309,18 @@ func (p *poolActor) tryDispatch(ctx actor.Context, d *dispatch) bool {
 	}
 	d.gen = best.gen
 	p.inflight[d.req.GetExecute().GetRequestId()] = best
+	if d.sess != nil {
+		p.sessionCalls[d.req.GetExecute().GetRequestId()] = d.sess
+	}
 	ctx.Send(best.pid, d)
-	return true
 }
 
 // pump moves queued calls to free workers, dropping those past their deadline.
 func (p *poolActor) pump(ctx actor.Context) {
+	if p.sessionQueued > 0 {
+		p.pumpSessions(ctx)
+		return
+	}
 	var now time.Time // read only when something is queued
 	for len(p.queue) > 0 {
 		d := p.queue[0]
@@ -282,6 +339,39 @@ func (p *poolActor) pump(ctx actor.Context) {
 		p.queue = p.queue[1:]
 	}
 	p.answerDrainers(ctx)
+}
+
+// pumpSessions is pump with session calls queued: those wait for their own
+// worker, so one that cannot go yet holds up no other call.
+func (p *poolActor) pumpSessions(ctx actor.Context) {
+	now := time.Now()
+	blocked := false // a call for any worker found none free
+	kept := p.queue[:0]
+	for _, d := range p.queue {
+		switch {
+		case d.deadlinePassed(now):
+			p.dequeued(d)
+			p.reject(ctx, d, apb.Failure_CODE_DEADLINE, "deadline exceeded while queued")
+			p.queueTimedOut(d, now)
+		case d.sess != nil && p.dispatchSession(ctx, d):
+			p.sessionQueued--
+		case d.sess == nil && !blocked && p.tryDispatch(ctx, d):
+		default:
+			blocked = blocked || d.sess == nil
+			kept = append(kept, d)
+		}
+	}
+	clear(p.queue[len(kept):])
+	p.queue = kept
+	p.answerDrainers(ctx)
+}
+
+// dequeued counts d out of the queue's session bookkeeping.
+func (p *poolActor) dequeued(d *dispatch) {
+	if d.sess != nil {
+		p.sessionQueued--
+		d.sess.active--
+	}
 }
 
 // queueTimedOut publishes that d's deadline passed while it was queued.
@@ -303,8 +393,24 @@ func (p *poolActor) onRequeue(ctx actor.Context, d *dispatch) {
 		p.reject(ctx, d, apb.Failure_CODE_POOL_UNAVAILABLE, fmt.Sprintf("pool %q has failed: %s", p.s.Name, p.failed))
 		return
 	}
+	if d.sess != nil {
+		delete(p.sessionCalls, d.req.GetExecute().GetRequestId())
+		if d.sess.lost != "" || p.sessions[d.sess.id] != d.sess {
+			d.sess.active--
+			p.reject(ctx, d, apb.Failure_CODE_SESSION_LOST, orText(d.sess.lost, "session "+d.sess.id+" was closed"))
+			return
+		}
+		p.sessionQueued++
+	}
 	p.queue = append([]*dispatch{d}, p.queue...)
 	p.pump(ctx)
+}
+
+func orText(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
 }
 
 func (p *poolActor) onCancel(ctx actor.Context, m *apb.CancelCall) {
@@ -312,6 +418,7 @@ func (p *poolActor) onCancel(ctx actor.Context, m *apb.CancelCall) {
 	for i, d := range p.queue {
 		if d.req.GetExecute().GetRequestId() == id {
 			p.queue = append(p.queue[:i], p.queue[i+1:]...)
+			p.dequeued(d)
 			p.reject(ctx, d, apb.Failure_CODE_CANCELLED, "cancelled by the caller while queued")
 			if now := time.Now(); d.deadlinePassed(now) { // the caller's deadline, not a cancel
 				p.queueTimedOut(d, now)
@@ -342,14 +449,16 @@ func (p *poolActor) onReady(ctx actor.Context, m *workerReady) {
 	p.pump(ctx)
 }
 
-func (p *poolActor) onDown(m *workerDown) {
+func (p *poolActor) onDown(ctx actor.Context, m *workerDown) {
 	if w := p.byID[m.worker.Id]; w != nil && w.gen == m.gen {
 		w.ready, w.load = false, 0
 		for id, iw := range p.inflight {
 			if iw == w {
 				delete(p.inflight, id) // their goroutines answer the callers
+				p.sessionCallDone(id)
 			}
 		}
+		p.sessionsLost(ctx, w, m.gen, "its process died")
 	}
 }
 
@@ -359,6 +468,9 @@ func (p *poolActor) onFreed(ctx actor.Context, m *slotFreed) {
 		return
 	}
 	delete(p.inflight, m.id)
+	if len(p.sessionCalls) > 0 {
+		p.sessionCallDone(m.id)
+	}
 	if w.load > 0 {
 		w.load--
 		if w.load == 0 {
@@ -423,6 +535,7 @@ func (p *poolActor) fail(ctx actor.Context, err error) {
 		ctx.Stop(w.pid)
 	}
 	for _, d := range p.queue {
+		p.dequeued(d)
 		p.reject(ctx, d, apb.Failure_CODE_POOL_UNAVAILABLE, fmt.Sprintf("pool %q has failed: %s", p.s.Name, reason))
 	}
 	p.queue = nil
@@ -436,7 +549,7 @@ func (p *poolActor) status() *PoolStatus {
 		Failed: p.failed != "", Reason: p.failed, Profile: p.s.Profile, QueueSize: p.s.QueueSize,
 		NoFreeCapacity: p.noCapacity, Saturated: p.saturated, Recycling: p.recycling + len(p.pending),
 		Recycles: map[string]int64{}, Requests: p.served, Restarts: p.restarts,
-		LastSaturated: p.lastSaturated}
+		LastSaturated: p.lastSaturated, Sessions: len(p.sessions)}
 	for r, n := range p.recycles {
 		st.Recycles[string(r)] = n
 	}
@@ -444,7 +557,7 @@ func (p *poolActor) status() *PoolStatus {
 	for _, w := range p.workers {
 		ws := WorkerStatus{PID: w.pid, ID: w.slot.id, Pid: w.osPid, Ready: w.ready, Capacity: w.capacity, Load: w.load,
 			Restarts: w.restarts, AtCapacity: w.atCapacity, Requests: w.requests, RSS: w.rss, Retiring: w.retiring,
-			Starting: w.replaces != nil, LastExit: w.lastExit, Busy: w.busyNow(), BootCPU: w.bootCPU}
+			Starting: w.replaces != nil, LastExit: w.lastExit, Busy: w.busyNow(), BootCPU: w.bootCPU, Sessions: w.sessions}
 		if w.ready {
 			ws.Started = w.started
 		}

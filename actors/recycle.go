@@ -209,11 +209,12 @@ func (p *poolActor) promoteReplacement(ctx actor.Context, nw *worker) {
 	p.timers["drain:"+old.pid.Id] = time.AfterFunc(p.policy.DrainTimeout, func() {
 		system.Root.Send(self, &drainTimedOut{worker: old.pid})
 	})
+	p.retiringWithSessions(ctx, old)
 	p.retireIfIdle(ctx, old)
 }
 
 func (p *poolActor) retireIfIdle(ctx actor.Context, w *worker) {
-	if w.retiring && w.load == 0 && !w.stopSent {
+	if w.retiring && w.load == 0 && w.sessions == 0 && w.ending == 0 && !w.stopSent {
 		w.stopSent = true
 		ctx.Stop(w.pid)
 	}
@@ -221,7 +222,7 @@ func (p *poolActor) retireIfIdle(ctx actor.Context, w *worker) {
 
 func (p *poolActor) onDrainTimedOut(ctx actor.Context, m *drainTimedOut) {
 	delete(p.timers, "drain:"+m.worker.Id)
-	if w := p.byID[m.worker.Id]; w != nil && w.retiring && !w.stopSent {
+	if w := p.byID[m.worker.Id]; w != nil && w.retiring && !w.stopSent && w.sessions == 0 {
 		p.s.Logger.Warn("recycled worker did not finish its calls within the drain timeout; stopping it",
 			"worker", w.slot.id, "in_flight", w.load, "drain_timeout", p.policy.DrainTimeout)
 		w.stopSent = true
@@ -286,9 +287,11 @@ func (p *poolActor) stopReason(w *worker) string {
 }
 
 func (p *poolActor) removeWorker(w *worker) {
-	if t := p.timers["drain:"+w.pid.Id]; t != nil {
-		t.Stop()
-		delete(p.timers, "drain:"+w.pid.Id)
+	for _, key := range []string{"drain:" + w.pid.Id, "sessions:" + w.pid.Id} {
+		if t := p.timers[key]; t != nil {
+			t.Stop()
+			delete(p.timers, key)
+		}
 	}
 	delete(p.byID, w.pid.Id)
 	p.sup.Forget(w.slot.id)

@@ -103,6 +103,8 @@ func (w *workerActor) Receive(ctx actor.Context) {
 		w.onHealthChecked(ctx, m)
 	case *DescribeQuery, *StatsQuery:
 		w.answerQuery(ctx, m)
+	case *endSession:
+		w.onEndSession(ctx, m)
 	case *actor.Restarting:
 		w.release(func(h *pyworker.Handle) { h.Kill() })
 	case *actor.Stopping:
@@ -119,6 +121,7 @@ func (w *workerActor) launch(ctx actor.Context) {
 	publish(w.slot.settings.Events, telemetry.WorkerStarted{Time: w.launchedAt, Pool: w.slot.settings.Pool, Worker: w.slot.id})
 	spec := w.slot.settings.Spec
 	spec.ID, spec.Logger = w.slot.id, w.slot.log
+	spec.Callbacks = withOrigin(spec.Callbacks, w.slot.id)
 	lctx, cancel := context.WithTimeout(context.Background(), w.slot.settings.StartTimeout)
 	w.cancel = cancel
 	self, root, gen := ctx.Self(), ctx.ActorSystem().Root, w.gen
@@ -222,22 +225,50 @@ func (w *workerActor) startRunners(ctx actor.Context, capacity int) {
 }
 
 func (r *runner) call(j job) {
+	if j.d.req.GetStreamWindow() > 0 {
+		r.stream(j)
+		return
+	}
 	defer j.cancel()
 	began := time.Now()
-	req := j.d.req.GetExecute()
 	// A crash is told to the pool before the caller hears of it, so that a
 	// caller never sees the pool route to a worker it knows is dead.
 	down := func() { r.root.Send(r.parent, &workerDown{worker: r.self, gen: r.gen}) }
-	reply := runCall(j.ctx, r.h, req, down)
+	r.finish(j, runCall(j.ctx, r.h, j.d.req.GetExecute(), down), began)
+}
+
+// finish answers a call's caller and gives its slot back (or to the
+// watchdog, when Python may still be running it).
+func (r *runner) finish(j job, reply *apb.CallReply, began time.Time) {
+	req := j.d.req.GetExecute()
 	reply.WorkerId = r.id
-	if f := reply.GetFailure(); f.GetCode() == apb.Failure_CODE_WORKER_CRASHED {
-		if why := r.killedBy.Load(); why != nil {
-			f.KilledBy = *why
-		}
-		if st := r.stacks.Load(); st != nil {
-			f.Stacks = *st
-		}
+	reply.ReboundFrom = j.d.reboundFrom
+	if f := reply.GetFailure(); f != nil {
+		r.annotateCrash(f)
 	}
+	r.release(req, reply)
+	r.root.Send(j.d.caller, reply)
+	r.root.Send(r.self, &callDone{id: req.GetRequestId()})
+	r.requestExecuted(req.GetTool(), began, reply)
+}
+
+// annotateCrash adds why the runtime killed the worker, and the stacks it
+// dumped first, to a crash failure.
+func (r *runner) annotateCrash(f *apb.Failure) {
+	if f.GetCode() != apb.Failure_CODE_WORKER_CRASHED {
+		return
+	}
+	if why := r.killedBy.Load(); why != nil {
+		f.KilledBy = *why
+	}
+	if st := r.stacks.Load(); st != nil {
+		f.Stacks = *st
+	}
+}
+
+// release hands a finished call's slot back: to the pool at once, or, when
+// Python may still be running the call, to the watchdog.
+func (r *runner) release(req *wpb.ExecuteRequest, reply *apb.CallReply) {
 	if reply.GetFailure().GetCode() == apb.Failure_CODE_TRANSPORT {
 		r.root.Send(r.self, &transportBroken{gen: r.gen, err: reply.GetFailure().GetMessage()})
 	}
@@ -250,9 +281,6 @@ func (r *runner) call(j job) {
 		// the next call must not wait for a hop through the worker actor.
 		r.root.Send(r.parent, &slotFreed{worker: r.self, gen: r.gen, id: req.GetRequestId()})
 	}
-	r.root.Send(j.d.caller, reply)
-	r.root.Send(r.self, &callDone{id: req.GetRequestId()})
-	r.requestExecuted(req.GetTool(), began, reply)
 }
 
 func callContext(deadlineUnixNano int64) (context.Context, context.CancelFunc) {

@@ -50,8 +50,9 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-// launchWorker starts one worker on tr and returns it with its socket path.
-func launchWorker(t *testing.T, tr Transport) (*Handle, string) {
+// launchWorker starts one worker on tr and returns it with its socket path;
+// opts adjust its Spec.
+func launchWorker(t *testing.T, tr Transport, opts ...func(*Spec)) (*Handle, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -75,9 +76,13 @@ func launchWorker(t *testing.T, tr Transport) (*Handle, string) {
 			t.Logf("worker logs:\n%s", logs.String())
 		}
 	})
-	h, err := Launch(ctx, Spec{ID: "auth-1", Adapter: "echo_tools", Interpreter: interp, Transport: tr,
+	spec := Spec{ID: "auth-1", Adapter: "echo_tools", Interpreter: interp, Transport: tr,
 		RunDir: runDir, PackageDir: pkg, PythonPath: []string{adapters}, RunID: "authtest", Token: authToken,
-		Capacity: 1, MaxMessageBytes: 1 << 20, Logger: hclog.New(&hclog.LoggerOptions{Level: hclog.Debug, Output: logs})})
+		Capacity: 1, MaxMessageBytes: 1 << 20, Logger: hclog.New(&hclog.LoggerOptions{Level: hclog.Debug, Output: logs})}
+	for _, o := range opts {
+		o(&spec)
+	}
+	h, err := Launch(ctx, spec)
 	if err != nil {
 		t.Fatalf("Launch: %v\nlogs:\n%s", err, logs.String())
 	}

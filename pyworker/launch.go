@@ -39,6 +39,7 @@ type Spec struct {
 	Profile         string   // "process" or "thread" (--profile)
 	ThreadChecks    bool     // run the thread-safety checker (--thread-checks)
 	MaxMessageBytes int
+	Callbacks       CallbackFunc // serves the callbacks its tools make (nil: none)
 	Logger          hclog.Logger
 	Processes       *ProcessSet // every started process is added here
 }
@@ -234,7 +235,8 @@ func parseBootError(s Spec, payload string) handshakeResult {
 
 // connect dials the worker and waits for its first successful health check.
 func connect(ctx context.Context, s Spec, sock string) (Conn, *pb.HealthReply, error) {
-	conn, err := s.Transport.Dial(ctx, Endpoint{Socket: sock, Token: s.Token, MaxMessageBytes: s.MaxMessageBytes})
+	conn, err := s.Transport.Dial(ctx, Endpoint{Socket: sock, Token: s.Token, MaxMessageBytes: s.MaxMessageBytes,
+		Callbacks: s.Callbacks})
 	if err != nil {
 		return nil, nil, fmt.Errorf("worker %s: connect: %w", s.ID, err)
 	}

@@ -2,7 +2,7 @@ package pyworker
 
 import (
 	"os"
-	"runtime"
+	"syscall"
 	"testing"
 )
 
@@ -11,7 +11,13 @@ func TestResidentBytesGrowsWithTouchedMemory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	buf := make([]byte, 64<<20)
+	// Fresh pages from the kernel, not the Go heap: heap that earlier tests
+	// freed may still be resident and would be reused without growing RSS.
+	buf, err := syscall.Mmap(-1, 0, 64<<20, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Munmap(buf)
 	for i := 0; i < len(buf); i += 4096 {
 		buf[i] = 1
 	}
@@ -19,7 +25,6 @@ func TestResidentBytesGrowsWithTouchedMemory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runtime.KeepAlive(buf)
 	if after < before+48<<20 {
 		t.Fatalf("RSS went from %d to %d after touching 64 MiB", before, after)
 	}

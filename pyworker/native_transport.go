@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -32,12 +33,14 @@ func (Native) Dial(ctx context.Context, ep Endpoint) (Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	nc := &nativeConn{c: c, maxBody: ep.MaxMessageBytes + wire.MetaAllowance,
-		pending: map[uint64]chan frame{}, done: make(chan struct{})}
+	nc := &nativeConn{c: c, maxBody: ep.MaxMessageBytes + wire.MetaAllowance, maxMsg: ep.MaxMessageBytes,
+		callbacks: ep.Callbacks, pending: map[uint64]waiter{}, parents: parents{},
+		openCallbacks: map[uint64]struct{}{}, done: make(chan struct{})}
 	if err := nc.hello(ctx, ep.Token); err != nil {
 		_ = c.Close()
 		return nil, err
 	}
+	nc.ctx, nc.cancelCtx = context.WithCancel(context.Background())
 	go nc.readLoop()
 	return nc, nil
 }
@@ -47,16 +50,32 @@ type frame struct {
 	body []byte
 }
 
+// waiter is what waits for the frames of one stream id.
+type waiter struct {
+	ch     chan frame    // a call or a request: its one answer
+	st     *nativeStream // a streaming call: its chunks and final answer
+	parent string        // the request id registered in parents ("" for none)
+}
+
 type nativeConn struct {
-	c       net.Conn
-	maxBody int
-	next    atomic.Uint64
-	wmu     sync.Mutex // one frame written at a time
+	c         net.Conn
+	maxBody   int // the frame limit: the message limit plus the metadata allowance
+	maxMsg    int
+	callbacks CallbackFunc
+	next      atomic.Uint64
+	wmu       sync.Mutex         // one frame written at a time
+	ctx       context.Context    // ends when the connection does
+	cancelCtx context.CancelFunc // ends ctx
 
 	mu      sync.Mutex
-	pending map[uint64]chan frame
-	err     error // why the connection ended; set once
-	done    chan struct{}
+	pending map[uint64]waiter
+	// parents: request id -> context of the in-flight calls, for their
+	// callbacks (filled only when there is a callback handler).
+	parents parents
+	// openCallbacks: the ids of the worker's callbacks not answered yet.
+	openCallbacks map[uint64]struct{}
+	err           error // why the connection ended; set once
+	done          chan struct{}
 }
 
 func (n *nativeConn) hello(ctx context.Context, token string) error {
@@ -111,49 +130,116 @@ func (n *nativeConn) write(t wire.Type, flags uint16, stream uint64, parts ...[]
 	return err
 }
 
-// readLoop hands every frame to the call waiting for its stream. A bad frame
-// ends the connection: the worker is told why (best effort) and every
-// pending call fails at once.
+// readLoop hands every frame to the call waiting for its stream, and starts
+// the callbacks the worker makes. It never blocks on a consumer: answers go
+// to buffered channels, chunks to their stream's buffer (bounded by its
+// credit), callbacks to goroutines of their own. A bad frame ends the
+// connection: the worker is told why (best effort) and every pending call
+// fails at once.
 func (n *nativeConn) readLoop() {
 	var hdr [wire.HeaderSize]byte
 	for {
 		h, body, err := wire.ReadFrame(n.c, hdr[:], n.maxBody)
 		if err != nil {
-			if errors.Is(err, wire.ErrBadFrame) {
-				msg, _ := json.Marshal(map[string]string{"message": err.Error()})
-				_ = n.write(wire.ProtocolError, 0, 0, msg)
-				err = fmt.Errorf("worker sent a %w", err)
+			switch {
+			case errors.Is(err, wire.ErrBadFrame):
+				n.badFrame(err)
+			case err == io.EOF: // not a stream's clean end
+				n.fail(errors.New("worker closed the connection"))
+			default:
+				n.fail(err)
 			}
-			n.fail(err)
 			return
 		}
-		if h.Type == wire.ProtocolError {
+		switch h.Type {
+		case wire.ProtocolError:
 			n.fail(fmt.Errorf("worker ended the connection: %s", protocolErrorMessage(body)))
 			return
+		case wire.Result, wire.Error, wire.Reply:
+			err = n.deliver(frame{h: h, body: body})
+		case wire.Chunk:
+			err = n.deliverChunk(h, body)
+		case wire.Callback:
+			err = n.startCallback(h.Stream, body)
+		default:
+			err = &wire.FrameError{Problem: fmt.Sprintf("%s frame sent to the runtime", h.Type)}
 		}
-		n.deliver(frame{h: h, body: body})
+		if err != nil {
+			n.badFrame(err)
+			return
+		}
 	}
 }
 
-func (n *nativeConn) deliver(f frame) {
+// badFrame ends the connection for a frame the worker should not have sent,
+// telling it why first (best effort).
+func (n *nativeConn) badFrame(err error) {
+	msg, _ := json.Marshal(map[string]string{"message": err.Error()})
+	_ = n.write(wire.ProtocolError, 0, 0, msg)
+	n.fail(fmt.Errorf("worker sent a %w", err))
+}
+
+// deliver hands a call's answer to its caller, or ends a stream.
+func (n *nativeConn) deliver(f frame) error {
 	n.mu.Lock()
-	ch, ok := n.pending[f.h.Stream]
-	delete(n.pending, f.h.Stream)
-	n.mu.Unlock()
+	w, ok := n.pending[f.h.Stream]
 	if ok {
-		ch <- f // buffered: never blocks
+		delete(n.pending, f.h.Stream)
+		n.parents.remove(w.parent, f.h.Stream)
 	}
+	n.mu.Unlock()
+	switch {
+	case !ok: // its caller gave up
+		return nil
+	case w.st != nil:
+		err := w.st.final(f)
+		if err != nil {
+			w.st.finish(fmt.Errorf("worker sent a %w", err))
+		}
+		return err
+	default:
+		w.ch <- f // buffered: never blocks
+		return nil
+	}
+}
+
+func (n *nativeConn) deliverChunk(h wire.Header, body []byte) error {
+	n.mu.Lock()
+	w, ok := n.pending[h.Stream]
+	n.mu.Unlock()
+	if !ok || w.st == nil {
+		return &wire.FrameError{Problem: fmt.Sprintf("CHUNK on stream %d, which has no streaming call in flight", h.Stream)}
+	}
+	if err := w.st.push(Chunk{Data: body, Raw: h.Flags&wire.FlagRaw != 0}); err != nil {
+		return &wire.FrameError{Problem: fmt.Sprintf("%v on stream %d (window %d)", err, h.Stream, cap(w.st.ch))}
+	}
+	return nil
 }
 
 func (n *nativeConn) fail(err error) {
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	if n.err != nil {
+		n.mu.Unlock()
 		return
 	}
 	n.err = err
 	close(n.done)
+	if n.cancelCtx != nil {
+		n.cancelCtx()
+	}
 	_ = n.c.Close()
+	var streams []*nativeStream
+	for id, w := range n.pending {
+		if w.st != nil {
+			streams = append(streams, w.st)
+			delete(n.pending, id)
+		}
+	}
+	clear(n.parents)
+	n.mu.Unlock()
+	for _, s := range streams {
+		s.finish(err)
+	}
 }
 
 func (n *nativeConn) failure() error {
@@ -162,16 +248,25 @@ func (n *nativeConn) failure() error {
 	return n.err
 }
 
-// roundTrip sends one frame on a fresh stream and waits for its answer.
-func (n *nativeConn) roundTrip(ctx context.Context, t wire.Type, parts ...[]byte) (frame, error) {
+// roundTrip sends one frame on a fresh stream and waits for its answer. A
+// call with a request id (parent) is registered for its callbacks while it
+// is in flight, when the connection has a callback handler.
+func (n *nativeConn) roundTrip(ctx context.Context, t wire.Type, parent string, parts ...[]byte) (frame, error) {
 	id := n.next.Add(1)
-	ch := make(chan frame, 1)
+	w := waiter{ch: make(chan frame, 1)}
+	ch := w.ch
+	if n.callbacks != nil {
+		w.parent = parent
+	}
 	n.mu.Lock()
 	if n.err != nil {
 		n.mu.Unlock()
 		return frame{}, n.err
 	}
-	n.pending[id] = ch
+	n.pending[id] = w
+	if w.parent != "" {
+		n.parents.add(w.parent, ctx, id)
+	}
 	n.mu.Unlock()
 	if err := n.write(t, 0, id, parts...); err != nil {
 		n.fail(fmt.Errorf("write to worker: %w", err))
@@ -192,6 +287,7 @@ func (n *nativeConn) roundTrip(ctx context.Context, t wire.Type, parts ...[]byte
 	case <-ctx.Done():
 		n.mu.Lock()
 		delete(n.pending, id)
+		n.parents.remove(w.parent, id)
 		n.mu.Unlock()
 		if t == wire.Execute {
 			_ = n.write(wire.Cancel, 0, id)
@@ -201,11 +297,12 @@ func (n *nativeConn) roundTrip(ctx context.Context, t wire.Type, parts ...[]byte
 }
 
 func (n *nativeConn) Execute(ctx context.Context, req *pb.ExecuteRequest) (*pb.ExecuteReply, error) {
-	parts, size := wire.ExecuteBody(req.GetRequestId(), req.GetTool(), req.GetDeadlineUnixNano(), req.GetArgsJson(), req.GetBinaryArgs())
+	parts, size := wire.ExecuteBodyWith(req.GetRequestId(), req.GetTool(), req.GetDeadlineUnixNano(), req.GetArgsJson(),
+		req.GetBinaryArgs(), wire.ExecuteOptions{Session: req.GetSessionId()})
 	if size > n.maxBody {
 		return nil, fmt.Errorf("%w: the request is %d bytes", ErrMessageTooLarge, size)
 	}
-	f, err := n.roundTrip(ctx, wire.Execute, parts...)
+	f, err := n.roundTrip(ctx, wire.Execute, req.GetRequestId(), parts...)
 	if err != nil {
 		return nil, err
 	}
@@ -249,7 +346,7 @@ func decodeErrorInfo(body []byte) (*pb.ErrorInfo, error) {
 // request runs a control op and decodes its REPLY into out.
 func (n *nativeConn) request(ctx context.Context, op map[string]any, out proto.Message) error {
 	body, _ := json.Marshal(op)
-	f, err := n.roundTrip(ctx, wire.Request, body)
+	f, err := n.roundTrip(ctx, wire.Request, "", body)
 	if err != nil {
 		return err
 	}
@@ -266,6 +363,13 @@ func (n *nativeConn) request(ctx context.Context, op map[string]any, out proto.M
 		return fmt.Errorf("worker sent an unreadable %s reply: %w", op["op"], err)
 	}
 	return nil
+}
+
+// EndSession sends REQUEST session_end; the worker replies once the
+// session's end hook has run.
+func (n *nativeConn) EndSession(ctx context.Context, id string) (*pb.EndSessionReply, error) {
+	out := &pb.EndSessionReply{}
+	return out, n.request(ctx, map[string]any{"op": "session_end", "session": id}, out)
 }
 
 func (n *nativeConn) Describe(ctx context.Context) (*pb.DescribeReply, error) {

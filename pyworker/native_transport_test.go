@@ -59,10 +59,10 @@ func acceptHello(t *testing.T, c net.Conn) {
 		Version int    `json:"version"`
 		Token   string `json:"token"`
 	}
-	if h.Type != wire.Hello || json.Unmarshal(body, &hello) != nil || hello.Token != "secret" || hello.Version != 1 {
+	if h.Type != wire.Hello || json.Unmarshal(body, &hello) != nil || hello.Token != "secret" || hello.Version != wire.Version {
 		t.Errorf("first frame: %v %s", h.Type, body)
 	}
-	send(c, wire.HelloOK, 0, 0, []byte(`{"version":1,"pid":1,"python":"3.11.2","capacity":1}`))
+	send(c, wire.HelloOK, 0, 0, []byte(`{"version":2,"pid":1,"python":"3.11.2","capacity":1}`))
 }
 
 func dial(t *testing.T, ep Endpoint) (Conn, error) {
@@ -85,13 +85,13 @@ func TestNativeVersionMismatch(t *testing.T) {
 	ep := fakeWorker(t, func(c net.Conn) {
 		recv(t, c)
 		hdr := make([]byte, wire.HeaderSize)
-		wire.Header{Version: 2, Type: wire.HelloOK}.Put(hdr)
+		wire.Header{Version: 1, Type: wire.HelloOK}.Put(hdr)
 		_, _ = c.Write(hdr)
 	})
 	_, err := dial(t, ep)
 	var pe *ProtocolError
-	if !errors.As(err, &pe) || pe.Got != 2 {
-		t.Fatalf("got %v, want a *ProtocolError for version 2", err)
+	if !errors.As(err, &pe) || pe.Got != 1 {
+		t.Fatalf("got %v, want a *ProtocolError for version 1", err)
 	}
 }
 

@@ -163,6 +163,38 @@ type RestartIntensityExceeded struct {
 	LastExit string        // how the last worker to fail ended
 }
 
+// SessionOpened: a session was placed on a worker (Runtime.OpenSession).
+type SessionOpened struct {
+	Time    time.Time
+	Pool    string
+	Session string
+	Worker  string
+	Mode    string // "strict", "strict-fail-fast" or "hint"
+}
+
+// SessionClosed: a session ended; its worker ran the Python end hook unless
+// the worker was gone.
+type SessionClosed struct {
+	Time    time.Time
+	Pool    string
+	Session string
+	Worker  string // the worker it was last bound to
+	// Reason: "closed" (Session.Close), "expired" (idle past
+	// SessionPolicy.IdleTTL) or "lost" (its worker died or was recycled
+	// away; later strict calls get ErrSessionLost).
+	Reason string
+}
+
+// SessionRebound: a hint-mode session's call found its worker busy or gone
+// and ran on another worker, which holds the session from then on.
+type SessionRebound struct {
+	Time    time.Time
+	Pool    string
+	Session string
+	From    string // the worker it left
+	To      string // the worker it runs on now
+}
+
 // EventName implements Event.
 func (RequestExecuted) EventName() string { return "request.executed" }
 
@@ -201,3 +233,12 @@ func (BootFailed) EventName() string { return "pool.boot_failed" }
 
 // EventName implements Event.
 func (RestartIntensityExceeded) EventName() string { return "pool.restart_intensity_exceeded" }
+
+// EventName implements Event.
+func (SessionOpened) EventName() string { return "session.opened" }
+
+// EventName implements Event.
+func (SessionClosed) EventName() string { return "session.closed" }
+
+// EventName implements Event.
+func (SessionRebound) EventName() string { return "session.rebound" }

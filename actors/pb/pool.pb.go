@@ -43,19 +43,29 @@ const (
 	Failure_CODE_CANCELLED Failure_Code = 6
 	// The request or the reply exceeds Config.MaxMessageBytes.
 	Failure_CODE_TOO_LARGE Failure_Code = 7
+	// The session's worker is gone (strict modes) or the session is closed.
+	Failure_CODE_SESSION_LOST Failure_Code = 8
+	// strict-fail-fast: the session's worker is busy.
+	Failure_CODE_SESSION_BUSY Failure_Code = 9
+	// A call from a callback handler could only reach the worker that is
+	// waiting for that handler.
+	Failure_CODE_DEADLOCK Failure_Code = 10
 )
 
 // Enum value maps for Failure_Code.
 var (
 	Failure_Code_name = map[int32]string{
-		0: "CODE_UNSPECIFIED",
-		1: "CODE_SATURATED",
-		2: "CODE_WORKER_CRASHED",
-		3: "CODE_DEADLINE",
-		4: "CODE_POOL_UNAVAILABLE",
-		5: "CODE_TRANSPORT",
-		6: "CODE_CANCELLED",
-		7: "CODE_TOO_LARGE",
+		0:  "CODE_UNSPECIFIED",
+		1:  "CODE_SATURATED",
+		2:  "CODE_WORKER_CRASHED",
+		3:  "CODE_DEADLINE",
+		4:  "CODE_POOL_UNAVAILABLE",
+		5:  "CODE_TRANSPORT",
+		6:  "CODE_CANCELLED",
+		7:  "CODE_TOO_LARGE",
+		8:  "CODE_SESSION_LOST",
+		9:  "CODE_SESSION_BUSY",
+		10: "CODE_DEADLOCK",
 	}
 	Failure_Code_value = map[string]int32{
 		"CODE_UNSPECIFIED":      0,
@@ -66,6 +76,9 @@ var (
 		"CODE_TRANSPORT":        5,
 		"CODE_CANCELLED":        6,
 		"CODE_TOO_LARGE":        7,
+		"CODE_SESSION_LOST":     8,
+		"CODE_SESSION_BUSY":     9,
+		"CODE_DEADLOCK":         10,
 	}
 )
 
@@ -98,8 +111,17 @@ func (Failure_Code) EnumDescriptor() ([]byte, []int) {
 
 // CallRequest asks a pool to run one tool call on one of its workers.
 type CallRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Execute       *pb.ExecuteRequest     `protobuf:"bytes,1,opt,name=execute,proto3" json:"execute,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Execute *pb.ExecuteRequest     `protobuf:"bytes,1,opt,name=execute,proto3" json:"execute,omitempty"`
+	// > 0: run as a stream with this window of chunks in flight.
+	StreamWindow uint32 `protobuf:"varint,2,opt,name=stream_window,json=streamWindow,proto3" json:"stream_window,omitempty"`
+	// The session the call belongs to ("" for none); execute.session_id
+	// carries it to Python.
+	SessionId string `protobuf:"bytes,3,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// Set when the call is made from a callback handler: the worker whose
+	// tool made the callback (a worker id of this runtime), so that a call
+	// that could only ever reach that busy worker fails instead of deadlocking.
+	OriginWorker  string `protobuf:"bytes,4,opt,name=origin_worker,json=originWorker,proto3" json:"origin_worker,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -139,6 +161,27 @@ func (x *CallRequest) GetExecute() *pb.ExecuteRequest {
 		return x.Execute
 	}
 	return nil
+}
+
+func (x *CallRequest) GetStreamWindow() uint32 {
+	if x != nil {
+		return x.StreamWindow
+	}
+	return 0
+}
+
+func (x *CallRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *CallRequest) GetOriginWorker() string {
+	if x != nil {
+		return x.OriginWorker
+	}
+	return ""
 }
 
 // CancelCall tells a pool the caller gave up on request_id: a queued call is
@@ -195,7 +238,10 @@ type CallReply struct {
 	Reply     *pb.ExecuteReply       `protobuf:"bytes,2,opt,name=reply,proto3" json:"reply,omitempty"`
 	Failure   *Failure               `protobuf:"bytes,3,opt,name=failure,proto3" json:"failure,omitempty"`
 	// Worker that ran the call ("" when none did).
-	WorkerId      string `protobuf:"bytes,4,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	WorkerId string `protobuf:"bytes,4,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	// For a hint-mode session call that ran on another worker than the
+	// session's: the worker it was bound to ("" when it did not move).
+	ReboundFrom   string `protobuf:"bytes,5,opt,name=rebound_from,json=reboundFrom,proto3" json:"rebound_from,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -254,6 +300,13 @@ func (x *CallReply) GetFailure() *Failure {
 func (x *CallReply) GetWorkerId() string {
 	if x != nil {
 		return x.WorkerId
+	}
+	return ""
+}
+
+func (x *CallReply) GetReboundFrom() string {
+	if x != nil {
+		return x.ReboundFrom
 	}
 	return ""
 }
@@ -387,19 +440,24 @@ var File_snakepit_actors_v1_pool_proto protoreflect.FileDescriptor
 
 const file_snakepit_actors_v1_pool_proto_rawDesc = "" +
 	"\n" +
-	"\x1dsnakepit/actors/v1/pool.proto\x12\x12snakepit.actors.v1\x1a\x18snakepit/v1/worker.proto\"D\n" +
+	"\x1dsnakepit/actors/v1/pool.proto\x12\x12snakepit.actors.v1\x1a\x18snakepit/v1/worker.proto\"\xad\x01\n" +
 	"\vCallRequest\x125\n" +
-	"\aexecute\x18\x01 \x01(\v2\x1b.snakepit.v1.ExecuteRequestR\aexecute\"+\n" +
+	"\aexecute\x18\x01 \x01(\v2\x1b.snakepit.v1.ExecuteRequestR\aexecute\x12#\n" +
+	"\rstream_window\x18\x02 \x01(\rR\fstreamWindow\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x03 \x01(\tR\tsessionId\x12#\n" +
+	"\rorigin_worker\x18\x04 \x01(\tR\foriginWorker\"+\n" +
 	"\n" +
 	"CancelCall\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x01 \x01(\tR\trequestId\"\xaf\x01\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\"\xd2\x01\n" +
 	"\tCallReply\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12/\n" +
 	"\x05reply\x18\x02 \x01(\v2\x19.snakepit.v1.ExecuteReplyR\x05reply\x125\n" +
 	"\afailure\x18\x03 \x01(\v2\x1b.snakepit.actors.v1.FailureR\afailure\x12\x1b\n" +
-	"\tworker_id\x18\x04 \x01(\tR\bworkerId\"\xf5\x03\n" +
+	"\tworker_id\x18\x04 \x01(\tR\bworkerId\x12!\n" +
+	"\frebound_from\x18\x05 \x01(\tR\vreboundFrom\"\xb6\x04\n" +
 	"\aFailure\x124\n" +
 	"\x04code\x18\x01 \x01(\x0e2 .snakepit.actors.v1.Failure.CodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1b\n" +
@@ -414,7 +472,7 @@ const file_snakepit_actors_v1_pool_proto_rawDesc = "" +
 	"\n" +
 	"oom_detail\x18\t \x01(\tR\toomDetail\x12\x16\n" +
 	"\x06stacks\x18\n" +
-	" \x01(\tR\x06stacks\"\xb3\x01\n" +
+	" \x01(\tR\x06stacks\"\xf4\x01\n" +
 	"\x04Code\x12\x14\n" +
 	"\x10CODE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eCODE_SATURATED\x10\x01\x12\x17\n" +
@@ -423,7 +481,11 @@ const file_snakepit_actors_v1_pool_proto_rawDesc = "" +
 	"\x15CODE_POOL_UNAVAILABLE\x10\x04\x12\x12\n" +
 	"\x0eCODE_TRANSPORT\x10\x05\x12\x12\n" +
 	"\x0eCODE_CANCELLED\x10\x06\x12\x12\n" +
-	"\x0eCODE_TOO_LARGE\x10\aB.Z,github.com/snakepit-go/snakepit/actors/pb;pbb\x06proto3"
+	"\x0eCODE_TOO_LARGE\x10\a\x12\x15\n" +
+	"\x11CODE_SESSION_LOST\x10\b\x12\x15\n" +
+	"\x11CODE_SESSION_BUSY\x10\t\x12\x11\n" +
+	"\rCODE_DEADLOCK\x10\n" +
+	"B.Z,github.com/snakepit-go/snakepit/actors/pb;pbb\x06proto3"
 
 var (
 	file_snakepit_actors_v1_pool_proto_rawDescOnce sync.Once

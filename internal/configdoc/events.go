@@ -90,11 +90,12 @@ func eventNames(f *ast.File) (map[string]string, error) {
 // commonFields explains the fields many events share, when the field has
 // no comment of its own.
 var commonFields = map[string]string{
-	"Time":   "when it happened",
-	"Pool":   "the pool's name (PoolConfig.Name)",
-	"Worker": "the worker's id, `<pool>-<n>` (never reused within a pool)",
-	"Tool":   "the tool called",
-	"Pid":    "the worker's Python process id",
+	"Time":    "when it happened",
+	"Pool":    "the pool's name (PoolConfig.Name)",
+	"Worker":  "the worker's id, `<pool>-<n>` (never reused within a pool)",
+	"Tool":    "the tool called",
+	"Pid":     "the worker's Python process id",
+	"Session": "the session's id (Session.ID; Python's snakepit.current_session().id)",
 }
 
 func eventFields(st *ast.StructType) []EventField {

@@ -35,18 +35,23 @@ type ProtocolVersion int32
 
 const (
 	ProtocolVersion_PROTOCOL_VERSION_UNSPECIFIED ProtocolVersion = 0
-	ProtocolVersion_PROTOCOL_VERSION_CURRENT     ProtocolVersion = 1
+	// Version 1: unary calls only.
+	ProtocolVersion_PROTOCOL_VERSION_1 ProtocolVersion = 1
+	// Version 2 (current): streams, callbacks and sessions.
+	ProtocolVersion_PROTOCOL_VERSION_CURRENT ProtocolVersion = 2
 )
 
 // Enum value maps for ProtocolVersion.
 var (
 	ProtocolVersion_name = map[int32]string{
 		0: "PROTOCOL_VERSION_UNSPECIFIED",
-		1: "PROTOCOL_VERSION_CURRENT",
+		1: "PROTOCOL_VERSION_1",
+		2: "PROTOCOL_VERSION_CURRENT",
 	}
 	ProtocolVersion_value = map[string]int32{
 		"PROTOCOL_VERSION_UNSPECIFIED": 0,
-		"PROTOCOL_VERSION_CURRENT":     1,
+		"PROTOCOL_VERSION_1":           1,
+		"PROTOCOL_VERSION_CURRENT":     2,
 	}
 )
 
@@ -149,7 +154,7 @@ func (x ErrorInfo_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ErrorInfo_Kind.Descriptor instead.
 func (ErrorInfo_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_snakepit_v1_worker_proto_rawDescGZIP(), []int{2, 0}
+	return file_snakepit_v1_worker_proto_rawDescGZIP(), []int{10, 0}
 }
 
 type ExecuteRequest struct {
@@ -165,8 +170,12 @@ type ExecuteRequest struct {
 	BinaryArgs map[string][]byte `protobuf:"bytes,4,rep,name=binary_args,json=binaryArgs,proto3" json:"binary_args,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Absolute deadline, Unix time in nanoseconds; 0 means none.
 	DeadlineUnixNano int64 `protobuf:"varint,5,opt,name=deadline_unix_nano,json=deadlineUnixNano,proto3" json:"deadline_unix_nano,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The session the call belongs to ("" for none): the first call of a
+	// session on a worker runs the adapter's session-start hook, and
+	// snakepit.current_session() is that session's state.
+	SessionId     string `protobuf:"bytes,6,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ExecuteRequest) Reset() {
@@ -234,6 +243,626 @@ func (x *ExecuteRequest) GetDeadlineUnixNano() int64 {
 	return 0
 }
 
+func (x *ExecuteRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+// StreamControl: runtime -> worker messages of ExecuteStream.
+type StreamControl struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*StreamControl_Start
+	//	*StreamControl_Credit
+	//	*StreamControl_Cancel
+	Msg           isStreamControl_Msg `protobuf_oneof:"msg"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamControl) Reset() {
+	*x = StreamControl{}
+	mi := &file_snakepit_v1_worker_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamControl) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamControl) ProtoMessage() {}
+
+func (x *StreamControl) ProtoReflect() protoreflect.Message {
+	mi := &file_snakepit_v1_worker_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamControl.ProtoReflect.Descriptor instead.
+func (*StreamControl) Descriptor() ([]byte, []int) {
+	return file_snakepit_v1_worker_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *StreamControl) GetMsg() isStreamControl_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *StreamControl) GetStart() *StreamStart {
+	if x != nil {
+		if x, ok := x.Msg.(*StreamControl_Start); ok {
+			return x.Start
+		}
+	}
+	return nil
+}
+
+func (x *StreamControl) GetCredit() uint32 {
+	if x != nil {
+		if x, ok := x.Msg.(*StreamControl_Credit); ok {
+			return x.Credit
+		}
+	}
+	return 0
+}
+
+func (x *StreamControl) GetCancel() bool {
+	if x != nil {
+		if x, ok := x.Msg.(*StreamControl_Cancel); ok {
+			return x.Cancel
+		}
+	}
+	return false
+}
+
+type isStreamControl_Msg interface {
+	isStreamControl_Msg()
+}
+
+type StreamControl_Start struct {
+	// The call; first message, once. window: the initial credit (>= 1).
+	Start *StreamStart `protobuf:"bytes,1,opt,name=start,proto3,oneof"`
+}
+
+type StreamControl_Credit struct {
+	// n more chunks may be sent (>= 1).
+	Credit uint32 `protobuf:"varint,2,opt,name=credit,proto3,oneof"`
+}
+
+type StreamControl_Cancel struct {
+	// The consumer left: close the generator and acknowledge.
+	Cancel bool `protobuf:"varint,3,opt,name=cancel,proto3,oneof"`
+}
+
+func (*StreamControl_Start) isStreamControl_Msg() {}
+
+func (*StreamControl_Credit) isStreamControl_Msg() {}
+
+func (*StreamControl_Cancel) isStreamControl_Msg() {}
+
+type StreamStart struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Execute       *ExecuteRequest        `protobuf:"bytes,1,opt,name=execute,proto3" json:"execute,omitempty"`
+	Window        uint32                 `protobuf:"varint,2,opt,name=window,proto3" json:"window,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamStart) Reset() {
+	*x = StreamStart{}
+	mi := &file_snakepit_v1_worker_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamStart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamStart) ProtoMessage() {}
+
+func (x *StreamStart) ProtoReflect() protoreflect.Message {
+	mi := &file_snakepit_v1_worker_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamStart.ProtoReflect.Descriptor instead.
+func (*StreamStart) Descriptor() ([]byte, []int) {
+	return file_snakepit_v1_worker_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *StreamStart) GetExecute() *ExecuteRequest {
+	if x != nil {
+		return x.Execute
+	}
+	return nil
+}
+
+func (x *StreamStart) GetWindow() uint32 {
+	if x != nil {
+		return x.Window
+	}
+	return 0
+}
+
+// StreamMessage: worker -> runtime messages of ExecuteStream.
+type StreamMessage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*StreamMessage_ChunkJson
+	//	*StreamMessage_ChunkRaw
+	//	*StreamMessage_Error
+	//	*StreamMessage_End
+	Msg           isStreamMessage_Msg `protobuf_oneof:"msg"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamMessage) Reset() {
+	*x = StreamMessage{}
+	mi := &file_snakepit_v1_worker_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamMessage) ProtoMessage() {}
+
+func (x *StreamMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_snakepit_v1_worker_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamMessage.ProtoReflect.Descriptor instead.
+func (*StreamMessage) Descriptor() ([]byte, []int) {
+	return file_snakepit_v1_worker_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *StreamMessage) GetMsg() isStreamMessage_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *StreamMessage) GetChunkJson() []byte {
+	if x != nil {
+		if x, ok := x.Msg.(*StreamMessage_ChunkJson); ok {
+			return x.ChunkJson
+		}
+	}
+	return nil
+}
+
+func (x *StreamMessage) GetChunkRaw() []byte {
+	if x != nil {
+		if x, ok := x.Msg.(*StreamMessage_ChunkRaw); ok {
+			return x.ChunkRaw
+		}
+	}
+	return nil
+}
+
+func (x *StreamMessage) GetError() *ErrorInfo {
+	if x != nil {
+		if x, ok := x.Msg.(*StreamMessage_Error); ok {
+			return x.Error
+		}
+	}
+	return nil
+}
+
+func (x *StreamMessage) GetEnd() bool {
+	if x != nil {
+		if x, ok := x.Msg.(*StreamMessage_End); ok {
+			return x.End
+		}
+	}
+	return false
+}
+
+type isStreamMessage_Msg interface {
+	isStreamMessage_Msg()
+}
+
+type StreamMessage_ChunkJson struct {
+	// One item the generator yielded, as JSON or, for bytes, raw.
+	ChunkJson []byte `protobuf:"bytes,1,opt,name=chunk_json,json=chunkJson,proto3,oneof"`
+}
+
+type StreamMessage_ChunkRaw struct {
+	ChunkRaw []byte `protobuf:"bytes,2,opt,name=chunk_raw,json=chunkRaw,proto3,oneof"`
+}
+
+type StreamMessage_Error struct {
+	// Final: the generator failed, was cancelled (CANCELLED) or could not
+	// start; chunks sent before it are valid.
+	Error *ErrorInfo `protobuf:"bytes,3,opt,name=error,proto3,oneof"`
+}
+
+type StreamMessage_End struct {
+	// Final: the generator finished.
+	End bool `protobuf:"varint,4,opt,name=end,proto3,oneof"`
+}
+
+func (*StreamMessage_ChunkJson) isStreamMessage_Msg() {}
+
+func (*StreamMessage_ChunkRaw) isStreamMessage_Msg() {}
+
+func (*StreamMessage_Error) isStreamMessage_Msg() {}
+
+func (*StreamMessage_End) isStreamMessage_Msg() {}
+
+// CallbackRequest: a tool called a function the runtime registered.
+type CallbackRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Chosen by the worker, unique on its connection; echoed in the reply.
+	Id uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The registered name, as passed to snakepit.call.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// request_id of the call whose tool made the callback ("" if none):
+	// the handler's context derives from that call's.
+	ParentRequestId string `protobuf:"bytes,3,opt,name=parent_request_id,json=parentRequestId,proto3" json:"parent_request_id,omitempty"`
+	// Keyword arguments as one JSON object; bytes values travel raw.
+	ArgsJson      []byte            `protobuf:"bytes,4,opt,name=args_json,json=argsJson,proto3" json:"args_json,omitempty"`
+	BinaryArgs    map[string][]byte `protobuf:"bytes,5,rep,name=binary_args,json=binaryArgs,proto3" json:"binary_args,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallbackRequest) Reset() {
+	*x = CallbackRequest{}
+	mi := &file_snakepit_v1_worker_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallbackRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallbackRequest) ProtoMessage() {}
+
+func (x *CallbackRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_snakepit_v1_worker_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallbackRequest.ProtoReflect.Descriptor instead.
+func (*CallbackRequest) Descriptor() ([]byte, []int) {
+	return file_snakepit_v1_worker_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *CallbackRequest) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *CallbackRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CallbackRequest) GetParentRequestId() string {
+	if x != nil {
+		return x.ParentRequestId
+	}
+	return ""
+}
+
+func (x *CallbackRequest) GetArgsJson() []byte {
+	if x != nil {
+		return x.ArgsJson
+	}
+	return nil
+}
+
+func (x *CallbackRequest) GetBinaryArgs() map[string][]byte {
+	if x != nil {
+		return x.BinaryArgs
+	}
+	return nil
+}
+
+type CallbackReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Types that are valid to be assigned to Outcome:
+	//
+	//	*CallbackReply_ResultJson
+	//	*CallbackReply_ResultRaw
+	//	*CallbackReply_Error
+	Outcome       isCallbackReply_Outcome `protobuf_oneof:"outcome"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallbackReply) Reset() {
+	*x = CallbackReply{}
+	mi := &file_snakepit_v1_worker_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallbackReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallbackReply) ProtoMessage() {}
+
+func (x *CallbackReply) ProtoReflect() protoreflect.Message {
+	mi := &file_snakepit_v1_worker_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallbackReply.ProtoReflect.Descriptor instead.
+func (*CallbackReply) Descriptor() ([]byte, []int) {
+	return file_snakepit_v1_worker_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *CallbackReply) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *CallbackReply) GetOutcome() isCallbackReply_Outcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return nil
+}
+
+func (x *CallbackReply) GetResultJson() []byte {
+	if x != nil {
+		if x, ok := x.Outcome.(*CallbackReply_ResultJson); ok {
+			return x.ResultJson
+		}
+	}
+	return nil
+}
+
+func (x *CallbackReply) GetResultRaw() []byte {
+	if x != nil {
+		if x, ok := x.Outcome.(*CallbackReply_ResultRaw); ok {
+			return x.ResultRaw
+		}
+	}
+	return nil
+}
+
+func (x *CallbackReply) GetError() *CallbackError {
+	if x != nil {
+		if x, ok := x.Outcome.(*CallbackReply_Error); ok {
+			return x.Error
+		}
+	}
+	return nil
+}
+
+type isCallbackReply_Outcome interface {
+	isCallbackReply_Outcome()
+}
+
+type CallbackReply_ResultJson struct {
+	ResultJson []byte `protobuf:"bytes,2,opt,name=result_json,json=resultJson,proto3,oneof"`
+}
+
+type CallbackReply_ResultRaw struct {
+	ResultRaw []byte `protobuf:"bytes,3,opt,name=result_raw,json=resultRaw,proto3,oneof"`
+}
+
+type CallbackReply_Error struct {
+	Error *CallbackError `protobuf:"bytes,4,opt,name=error,proto3,oneof"`
+}
+
+func (*CallbackReply_ResultJson) isCallbackReply_Outcome() {}
+
+func (*CallbackReply_ResultRaw) isCallbackReply_Outcome() {}
+
+func (*CallbackReply_Error) isCallbackReply_Outcome() {}
+
+type CallbackError struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// UNKNOWN_CALLBACK, HANDLER_ERROR, HANDLER_PANIC, BAD_ARGUMENTS,
+	// UNENCODABLE_RESULT, TOO_LARGE, CANCELLED, DEADLINE_EXCEEDED, DEADLOCK.
+	Kind          string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Message       string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallbackError) Reset() {
+	*x = CallbackError{}
+	mi := &file_snakepit_v1_worker_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallbackError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallbackError) ProtoMessage() {}
+
+func (x *CallbackError) ProtoReflect() protoreflect.Message {
+	mi := &file_snakepit_v1_worker_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallbackError.ProtoReflect.Descriptor instead.
+func (*CallbackError) Descriptor() ([]byte, []int) {
+	return file_snakepit_v1_worker_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *CallbackError) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *CallbackError) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+type EndSessionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EndSessionRequest) Reset() {
+	*x = EndSessionRequest{}
+	mi := &file_snakepit_v1_worker_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndSessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndSessionRequest) ProtoMessage() {}
+
+func (x *EndSessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_snakepit_v1_worker_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndSessionRequest.ProtoReflect.Descriptor instead.
+func (*EndSessionRequest) Descriptor() ([]byte, []int) {
+	return file_snakepit_v1_worker_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *EndSessionRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+type EndSessionReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The session had state on this worker (its start hook had run).
+	Ended bool `protobuf:"varint,1,opt,name=ended,proto3" json:"ended,omitempty"`
+	// What the end hook raised, formatted ("" when it ran cleanly or there is none).
+	HookError     string `protobuf:"bytes,2,opt,name=hook_error,json=hookError,proto3" json:"hook_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EndSessionReply) Reset() {
+	*x = EndSessionReply{}
+	mi := &file_snakepit_v1_worker_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndSessionReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndSessionReply) ProtoMessage() {}
+
+func (x *EndSessionReply) ProtoReflect() protoreflect.Message {
+	mi := &file_snakepit_v1_worker_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndSessionReply.ProtoReflect.Descriptor instead.
+func (*EndSessionReply) Descriptor() ([]byte, []int) {
+	return file_snakepit_v1_worker_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *EndSessionReply) GetEnded() bool {
+	if x != nil {
+		return x.Ended
+	}
+	return false
+}
+
+func (x *EndSessionReply) GetHookError() string {
+	if x != nil {
+		return x.HookError
+	}
+	return ""
+}
+
 type ExecuteReply struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
@@ -249,7 +878,7 @@ type ExecuteReply struct {
 
 func (x *ExecuteReply) Reset() {
 	*x = ExecuteReply{}
-	mi := &file_snakepit_v1_worker_proto_msgTypes[1]
+	mi := &file_snakepit_v1_worker_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -261,7 +890,7 @@ func (x *ExecuteReply) String() string {
 func (*ExecuteReply) ProtoMessage() {}
 
 func (x *ExecuteReply) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_worker_proto_msgTypes[1]
+	mi := &file_snakepit_v1_worker_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -274,7 +903,7 @@ func (x *ExecuteReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteReply.ProtoReflect.Descriptor instead.
 func (*ExecuteReply) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_worker_proto_rawDescGZIP(), []int{1}
+	return file_snakepit_v1_worker_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ExecuteReply) GetRequestId() string {
@@ -357,7 +986,7 @@ type ErrorInfo struct {
 
 func (x *ErrorInfo) Reset() {
 	*x = ErrorInfo{}
-	mi := &file_snakepit_v1_worker_proto_msgTypes[2]
+	mi := &file_snakepit_v1_worker_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -369,7 +998,7 @@ func (x *ErrorInfo) String() string {
 func (*ErrorInfo) ProtoMessage() {}
 
 func (x *ErrorInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_worker_proto_msgTypes[2]
+	mi := &file_snakepit_v1_worker_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -382,7 +1011,7 @@ func (x *ErrorInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorInfo.ProtoReflect.Descriptor instead.
 func (*ErrorInfo) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_worker_proto_rawDescGZIP(), []int{2}
+	return file_snakepit_v1_worker_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ErrorInfo) GetKind() ErrorInfo_Kind {
@@ -421,7 +1050,7 @@ type DescribeRequest struct {
 
 func (x *DescribeRequest) Reset() {
 	*x = DescribeRequest{}
-	mi := &file_snakepit_v1_worker_proto_msgTypes[3]
+	mi := &file_snakepit_v1_worker_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -433,7 +1062,7 @@ func (x *DescribeRequest) String() string {
 func (*DescribeRequest) ProtoMessage() {}
 
 func (x *DescribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_worker_proto_msgTypes[3]
+	mi := &file_snakepit_v1_worker_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -446,7 +1075,7 @@ func (x *DescribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeRequest.ProtoReflect.Descriptor instead.
 func (*DescribeRequest) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_worker_proto_rawDescGZIP(), []int{3}
+	return file_snakepit_v1_worker_proto_rawDescGZIP(), []int{11}
 }
 
 type DescribeReply struct {
@@ -460,7 +1089,7 @@ type DescribeReply struct {
 
 func (x *DescribeReply) Reset() {
 	*x = DescribeReply{}
-	mi := &file_snakepit_v1_worker_proto_msgTypes[4]
+	mi := &file_snakepit_v1_worker_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -472,7 +1101,7 @@ func (x *DescribeReply) String() string {
 func (*DescribeReply) ProtoMessage() {}
 
 func (x *DescribeReply) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_worker_proto_msgTypes[4]
+	mi := &file_snakepit_v1_worker_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -485,7 +1114,7 @@ func (x *DescribeReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeReply.ProtoReflect.Descriptor instead.
 func (*DescribeReply) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_worker_proto_rawDescGZIP(), []int{4}
+	return file_snakepit_v1_worker_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DescribeReply) GetTools() []*ToolInfo {
@@ -516,7 +1145,7 @@ type ToolInfo struct {
 
 func (x *ToolInfo) Reset() {
 	*x = ToolInfo{}
-	mi := &file_snakepit_v1_worker_proto_msgTypes[5]
+	mi := &file_snakepit_v1_worker_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -528,7 +1157,7 @@ func (x *ToolInfo) String() string {
 func (*ToolInfo) ProtoMessage() {}
 
 func (x *ToolInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_worker_proto_msgTypes[5]
+	mi := &file_snakepit_v1_worker_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -541,7 +1170,7 @@ func (x *ToolInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ToolInfo.ProtoReflect.Descriptor instead.
 func (*ToolInfo) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_worker_proto_rawDescGZIP(), []int{5}
+	return file_snakepit_v1_worker_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ToolInfo) GetName() string {
@@ -588,7 +1217,7 @@ type ParamInfo struct {
 
 func (x *ParamInfo) Reset() {
 	*x = ParamInfo{}
-	mi := &file_snakepit_v1_worker_proto_msgTypes[6]
+	mi := &file_snakepit_v1_worker_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -600,7 +1229,7 @@ func (x *ParamInfo) String() string {
 func (*ParamInfo) ProtoMessage() {}
 
 func (x *ParamInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_worker_proto_msgTypes[6]
+	mi := &file_snakepit_v1_worker_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -613,7 +1242,7 @@ func (x *ParamInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ParamInfo.ProtoReflect.Descriptor instead.
 func (*ParamInfo) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_worker_proto_rawDescGZIP(), []int{6}
+	return file_snakepit_v1_worker_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ParamInfo) GetName() string {
@@ -659,7 +1288,7 @@ type HealthRequest struct {
 
 func (x *HealthRequest) Reset() {
 	*x = HealthRequest{}
-	mi := &file_snakepit_v1_worker_proto_msgTypes[7]
+	mi := &file_snakepit_v1_worker_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -671,7 +1300,7 @@ func (x *HealthRequest) String() string {
 func (*HealthRequest) ProtoMessage() {}
 
 func (x *HealthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_worker_proto_msgTypes[7]
+	mi := &file_snakepit_v1_worker_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -684,7 +1313,7 @@ func (x *HealthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthRequest.ProtoReflect.Descriptor instead.
 func (*HealthRequest) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_worker_proto_rawDescGZIP(), []int{7}
+	return file_snakepit_v1_worker_proto_rawDescGZIP(), []int{15}
 }
 
 type HealthReply struct {
@@ -707,7 +1336,7 @@ type HealthReply struct {
 
 func (x *HealthReply) Reset() {
 	*x = HealthReply{}
-	mi := &file_snakepit_v1_worker_proto_msgTypes[8]
+	mi := &file_snakepit_v1_worker_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -719,7 +1348,7 @@ func (x *HealthReply) String() string {
 func (*HealthReply) ProtoMessage() {}
 
 func (x *HealthReply) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_worker_proto_msgTypes[8]
+	mi := &file_snakepit_v1_worker_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -732,7 +1361,7 @@ func (x *HealthReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthReply.ProtoReflect.Descriptor instead.
 func (*HealthReply) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_worker_proto_rawDescGZIP(), []int{8}
+	return file_snakepit_v1_worker_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *HealthReply) GetOk() bool {
@@ -792,7 +1421,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_snakepit_v1_worker_proto_msgTypes[9]
+	mi := &file_snakepit_v1_worker_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -804,7 +1433,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_worker_proto_msgTypes[9]
+	mi := &file_snakepit_v1_worker_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -817,7 +1446,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_worker_proto_rawDescGZIP(), []int{9}
+	return file_snakepit_v1_worker_proto_rawDescGZIP(), []int{17}
 }
 
 type StatsReply struct {
@@ -857,7 +1486,7 @@ type StatsReply struct {
 
 func (x *StatsReply) Reset() {
 	*x = StatsReply{}
-	mi := &file_snakepit_v1_worker_proto_msgTypes[10]
+	mi := &file_snakepit_v1_worker_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -869,7 +1498,7 @@ func (x *StatsReply) String() string {
 func (*StatsReply) ProtoMessage() {}
 
 func (x *StatsReply) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_worker_proto_msgTypes[10]
+	mi := &file_snakepit_v1_worker_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -882,7 +1511,7 @@ func (x *StatsReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsReply.ProtoReflect.Descriptor instead.
 func (*StatsReply) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_worker_proto_rawDescGZIP(), []int{10}
+	return file_snakepit_v1_worker_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *StatsReply) GetPid() int32 {
@@ -1000,7 +1629,7 @@ type ShutdownRequest struct {
 
 func (x *ShutdownRequest) Reset() {
 	*x = ShutdownRequest{}
-	mi := &file_snakepit_v1_worker_proto_msgTypes[11]
+	mi := &file_snakepit_v1_worker_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1012,7 +1641,7 @@ func (x *ShutdownRequest) String() string {
 func (*ShutdownRequest) ProtoMessage() {}
 
 func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_worker_proto_msgTypes[11]
+	mi := &file_snakepit_v1_worker_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1025,7 +1654,7 @@ func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownRequest.ProtoReflect.Descriptor instead.
 func (*ShutdownRequest) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_worker_proto_rawDescGZIP(), []int{11}
+	return file_snakepit_v1_worker_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ShutdownRequest) GetGraceMs() int64 {
@@ -1045,7 +1674,7 @@ type ShutdownReply struct {
 
 func (x *ShutdownReply) Reset() {
 	*x = ShutdownReply{}
-	mi := &file_snakepit_v1_worker_proto_msgTypes[12]
+	mi := &file_snakepit_v1_worker_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1057,7 +1686,7 @@ func (x *ShutdownReply) String() string {
 func (*ShutdownReply) ProtoMessage() {}
 
 func (x *ShutdownReply) ProtoReflect() protoreflect.Message {
-	mi := &file_snakepit_v1_worker_proto_msgTypes[12]
+	mi := &file_snakepit_v1_worker_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1070,7 +1699,7 @@ func (x *ShutdownReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownReply.ProtoReflect.Descriptor instead.
 func (*ShutdownReply) Descriptor() ([]byte, []int) {
-	return file_snakepit_v1_worker_proto_rawDescGZIP(), []int{12}
+	return file_snakepit_v1_worker_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ShutdownReply) GetInFlight() int32 {
@@ -1084,7 +1713,7 @@ var File_snakepit_v1_worker_proto protoreflect.FileDescriptor
 
 const file_snakepit_v1_worker_proto_rawDesc = "" +
 	"\n" +
-	"\x18snakepit/v1/worker.proto\x12\vsnakepit.v1\"\x9b\x02\n" +
+	"\x18snakepit/v1/worker.proto\x12\vsnakepit.v1\"\xba\x02\n" +
 	"\x0eExecuteRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x12\n" +
@@ -1092,10 +1721,55 @@ const file_snakepit_v1_worker_proto_rawDesc = "" +
 	"\targs_json\x18\x03 \x01(\fR\bargsJson\x12L\n" +
 	"\vbinary_args\x18\x04 \x03(\v2+.snakepit.v1.ExecuteRequest.BinaryArgsEntryR\n" +
 	"binaryArgs\x12,\n" +
-	"\x12deadline_unix_nano\x18\x05 \x01(\x03R\x10deadlineUnixNano\x1a=\n" +
+	"\x12deadline_unix_nano\x18\x05 \x01(\x03R\x10deadlineUnixNano\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x06 \x01(\tR\tsessionId\x1a=\n" +
 	"\x0fBinaryArgsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xac\x01\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"|\n" +
+	"\rStreamControl\x120\n" +
+	"\x05start\x18\x01 \x01(\v2\x18.snakepit.v1.StreamStartH\x00R\x05start\x12\x18\n" +
+	"\x06credit\x18\x02 \x01(\rH\x00R\x06credit\x12\x18\n" +
+	"\x06cancel\x18\x03 \x01(\bH\x00R\x06cancelB\x05\n" +
+	"\x03msg\"\\\n" +
+	"\vStreamStart\x125\n" +
+	"\aexecute\x18\x01 \x01(\v2\x1b.snakepit.v1.ExecuteRequestR\aexecute\x12\x16\n" +
+	"\x06window\x18\x02 \x01(\rR\x06window\"\x9a\x01\n" +
+	"\rStreamMessage\x12\x1f\n" +
+	"\n" +
+	"chunk_json\x18\x01 \x01(\fH\x00R\tchunkJson\x12\x1d\n" +
+	"\tchunk_raw\x18\x02 \x01(\fH\x00R\bchunkRaw\x12.\n" +
+	"\x05error\x18\x03 \x01(\v2\x16.snakepit.v1.ErrorInfoH\x00R\x05error\x12\x12\n" +
+	"\x03end\x18\x04 \x01(\bH\x00R\x03endB\x05\n" +
+	"\x03msg\"\x8c\x02\n" +
+	"\x0fCallbackRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12*\n" +
+	"\x11parent_request_id\x18\x03 \x01(\tR\x0fparentRequestId\x12\x1b\n" +
+	"\targs_json\x18\x04 \x01(\fR\bargsJson\x12M\n" +
+	"\vbinary_args\x18\x05 \x03(\v2,.snakepit.v1.CallbackRequest.BinaryArgsEntryR\n" +
+	"binaryArgs\x1a=\n" +
+	"\x0fBinaryArgsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xa2\x01\n" +
+	"\rCallbackReply\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12!\n" +
+	"\vresult_json\x18\x02 \x01(\fH\x00R\n" +
+	"resultJson\x12\x1f\n" +
+	"\n" +
+	"result_raw\x18\x03 \x01(\fH\x00R\tresultRaw\x122\n" +
+	"\x05error\x18\x04 \x01(\v2\x1a.snakepit.v1.CallbackErrorH\x00R\x05errorB\t\n" +
+	"\aoutcome\"=\n" +
+	"\rCallbackError\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"2\n" +
+	"\x11EndSessionRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\"F\n" +
+	"\x0fEndSessionReply\x12\x14\n" +
+	"\x05ended\x18\x01 \x01(\bR\x05ended\x12\x1d\n" +
+	"\n" +
+	"hook_error\x18\x02 \x01(\tR\thookError\"\xac\x01\n" +
 	"\fExecuteReply\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12!\n" +
@@ -1170,16 +1844,21 @@ const file_snakepit_v1_worker_proto_rawDesc = "" +
 	"\x0fShutdownRequest\x12\x19\n" +
 	"\bgrace_ms\x18\x01 \x01(\x03R\agraceMs\",\n" +
 	"\rShutdownReply\x12\x1b\n" +
-	"\tin_flight\x18\x01 \x01(\x05R\binFlight*Q\n" +
+	"\tin_flight\x18\x01 \x01(\x05R\binFlight*i\n" +
 	"\x0fProtocolVersion\x12 \n" +
-	"\x1cPROTOCOL_VERSION_UNSPECIFIED\x10\x00\x12\x1c\n" +
-	"\x18PROTOCOL_VERSION_CURRENT\x10\x012\xd4\x02\n" +
+	"\x1cPROTOCOL_VERSION_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12PROTOCOL_VERSION_1\x10\x01\x12\x1c\n" +
+	"\x18PROTOCOL_VERSION_CURRENT\x10\x022\xb8\x04\n" +
 	"\x06Worker\x12A\n" +
 	"\aExecute\x12\x1b.snakepit.v1.ExecuteRequest\x1a\x19.snakepit.v1.ExecuteReply\x12D\n" +
 	"\bDescribe\x12\x1c.snakepit.v1.DescribeRequest\x1a\x1a.snakepit.v1.DescribeReply\x12>\n" +
 	"\x06Health\x12\x1a.snakepit.v1.HealthRequest\x1a\x18.snakepit.v1.HealthReply\x12;\n" +
 	"\x05Stats\x12\x19.snakepit.v1.StatsRequest\x1a\x17.snakepit.v1.StatsReply\x12D\n" +
-	"\bShutdown\x12\x1c.snakepit.v1.ShutdownRequest\x1a\x1a.snakepit.v1.ShutdownReplyB0Z.github.com/snakepit-go/snakepit/pyworker/pb;pbb\x06proto3"
+	"\bShutdown\x12\x1c.snakepit.v1.ShutdownRequest\x1a\x1a.snakepit.v1.ShutdownReply\x12K\n" +
+	"\rExecuteStream\x12\x1a.snakepit.v1.StreamControl\x1a\x1a.snakepit.v1.StreamMessage(\x010\x01\x12I\n" +
+	"\tCallbacks\x12\x1a.snakepit.v1.CallbackReply\x1a\x1c.snakepit.v1.CallbackRequest(\x010\x01\x12J\n" +
+	"\n" +
+	"EndSession\x12\x1e.snakepit.v1.EndSessionRequest\x1a\x1c.snakepit.v1.EndSessionReplyB0Z.github.com/snakepit-go/snakepit/pyworker/pb;pbb\x06proto3"
 
 var (
 	file_snakepit_v1_worker_proto_rawDescOnce sync.Once
@@ -1194,47 +1873,67 @@ func file_snakepit_v1_worker_proto_rawDescGZIP() []byte {
 }
 
 var file_snakepit_v1_worker_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_snakepit_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_snakepit_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_snakepit_v1_worker_proto_goTypes = []any{
-	(ProtocolVersion)(0),    // 0: snakepit.v1.ProtocolVersion
-	(ErrorInfo_Kind)(0),     // 1: snakepit.v1.ErrorInfo.Kind
-	(*ExecuteRequest)(nil),  // 2: snakepit.v1.ExecuteRequest
-	(*ExecuteReply)(nil),    // 3: snakepit.v1.ExecuteReply
-	(*ErrorInfo)(nil),       // 4: snakepit.v1.ErrorInfo
-	(*DescribeRequest)(nil), // 5: snakepit.v1.DescribeRequest
-	(*DescribeReply)(nil),   // 6: snakepit.v1.DescribeReply
-	(*ToolInfo)(nil),        // 7: snakepit.v1.ToolInfo
-	(*ParamInfo)(nil),       // 8: snakepit.v1.ParamInfo
-	(*HealthRequest)(nil),   // 9: snakepit.v1.HealthRequest
-	(*HealthReply)(nil),     // 10: snakepit.v1.HealthReply
-	(*StatsRequest)(nil),    // 11: snakepit.v1.StatsRequest
-	(*StatsReply)(nil),      // 12: snakepit.v1.StatsReply
-	(*ShutdownRequest)(nil), // 13: snakepit.v1.ShutdownRequest
-	(*ShutdownReply)(nil),   // 14: snakepit.v1.ShutdownReply
-	nil,                     // 15: snakepit.v1.ExecuteRequest.BinaryArgsEntry
+	(ProtocolVersion)(0),      // 0: snakepit.v1.ProtocolVersion
+	(ErrorInfo_Kind)(0),       // 1: snakepit.v1.ErrorInfo.Kind
+	(*ExecuteRequest)(nil),    // 2: snakepit.v1.ExecuteRequest
+	(*StreamControl)(nil),     // 3: snakepit.v1.StreamControl
+	(*StreamStart)(nil),       // 4: snakepit.v1.StreamStart
+	(*StreamMessage)(nil),     // 5: snakepit.v1.StreamMessage
+	(*CallbackRequest)(nil),   // 6: snakepit.v1.CallbackRequest
+	(*CallbackReply)(nil),     // 7: snakepit.v1.CallbackReply
+	(*CallbackError)(nil),     // 8: snakepit.v1.CallbackError
+	(*EndSessionRequest)(nil), // 9: snakepit.v1.EndSessionRequest
+	(*EndSessionReply)(nil),   // 10: snakepit.v1.EndSessionReply
+	(*ExecuteReply)(nil),      // 11: snakepit.v1.ExecuteReply
+	(*ErrorInfo)(nil),         // 12: snakepit.v1.ErrorInfo
+	(*DescribeRequest)(nil),   // 13: snakepit.v1.DescribeRequest
+	(*DescribeReply)(nil),     // 14: snakepit.v1.DescribeReply
+	(*ToolInfo)(nil),          // 15: snakepit.v1.ToolInfo
+	(*ParamInfo)(nil),         // 16: snakepit.v1.ParamInfo
+	(*HealthRequest)(nil),     // 17: snakepit.v1.HealthRequest
+	(*HealthReply)(nil),       // 18: snakepit.v1.HealthReply
+	(*StatsRequest)(nil),      // 19: snakepit.v1.StatsRequest
+	(*StatsReply)(nil),        // 20: snakepit.v1.StatsReply
+	(*ShutdownRequest)(nil),   // 21: snakepit.v1.ShutdownRequest
+	(*ShutdownReply)(nil),     // 22: snakepit.v1.ShutdownReply
+	nil,                       // 23: snakepit.v1.ExecuteRequest.BinaryArgsEntry
+	nil,                       // 24: snakepit.v1.CallbackRequest.BinaryArgsEntry
 }
 var file_snakepit_v1_worker_proto_depIdxs = []int32{
-	15, // 0: snakepit.v1.ExecuteRequest.binary_args:type_name -> snakepit.v1.ExecuteRequest.BinaryArgsEntry
-	4,  // 1: snakepit.v1.ExecuteReply.error:type_name -> snakepit.v1.ErrorInfo
-	1,  // 2: snakepit.v1.ErrorInfo.kind:type_name -> snakepit.v1.ErrorInfo.Kind
-	7,  // 3: snakepit.v1.DescribeReply.tools:type_name -> snakepit.v1.ToolInfo
-	8,  // 4: snakepit.v1.ToolInfo.params:type_name -> snakepit.v1.ParamInfo
-	0,  // 5: snakepit.v1.HealthReply.protocol_version:type_name -> snakepit.v1.ProtocolVersion
-	2,  // 6: snakepit.v1.Worker.Execute:input_type -> snakepit.v1.ExecuteRequest
-	5,  // 7: snakepit.v1.Worker.Describe:input_type -> snakepit.v1.DescribeRequest
-	9,  // 8: snakepit.v1.Worker.Health:input_type -> snakepit.v1.HealthRequest
-	11, // 9: snakepit.v1.Worker.Stats:input_type -> snakepit.v1.StatsRequest
-	13, // 10: snakepit.v1.Worker.Shutdown:input_type -> snakepit.v1.ShutdownRequest
-	3,  // 11: snakepit.v1.Worker.Execute:output_type -> snakepit.v1.ExecuteReply
-	6,  // 12: snakepit.v1.Worker.Describe:output_type -> snakepit.v1.DescribeReply
-	10, // 13: snakepit.v1.Worker.Health:output_type -> snakepit.v1.HealthReply
-	12, // 14: snakepit.v1.Worker.Stats:output_type -> snakepit.v1.StatsReply
-	14, // 15: snakepit.v1.Worker.Shutdown:output_type -> snakepit.v1.ShutdownReply
-	11, // [11:16] is the sub-list for method output_type
-	6,  // [6:11] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	23, // 0: snakepit.v1.ExecuteRequest.binary_args:type_name -> snakepit.v1.ExecuteRequest.BinaryArgsEntry
+	4,  // 1: snakepit.v1.StreamControl.start:type_name -> snakepit.v1.StreamStart
+	2,  // 2: snakepit.v1.StreamStart.execute:type_name -> snakepit.v1.ExecuteRequest
+	12, // 3: snakepit.v1.StreamMessage.error:type_name -> snakepit.v1.ErrorInfo
+	24, // 4: snakepit.v1.CallbackRequest.binary_args:type_name -> snakepit.v1.CallbackRequest.BinaryArgsEntry
+	8,  // 5: snakepit.v1.CallbackReply.error:type_name -> snakepit.v1.CallbackError
+	12, // 6: snakepit.v1.ExecuteReply.error:type_name -> snakepit.v1.ErrorInfo
+	1,  // 7: snakepit.v1.ErrorInfo.kind:type_name -> snakepit.v1.ErrorInfo.Kind
+	15, // 8: snakepit.v1.DescribeReply.tools:type_name -> snakepit.v1.ToolInfo
+	16, // 9: snakepit.v1.ToolInfo.params:type_name -> snakepit.v1.ParamInfo
+	0,  // 10: snakepit.v1.HealthReply.protocol_version:type_name -> snakepit.v1.ProtocolVersion
+	2,  // 11: snakepit.v1.Worker.Execute:input_type -> snakepit.v1.ExecuteRequest
+	13, // 12: snakepit.v1.Worker.Describe:input_type -> snakepit.v1.DescribeRequest
+	17, // 13: snakepit.v1.Worker.Health:input_type -> snakepit.v1.HealthRequest
+	19, // 14: snakepit.v1.Worker.Stats:input_type -> snakepit.v1.StatsRequest
+	21, // 15: snakepit.v1.Worker.Shutdown:input_type -> snakepit.v1.ShutdownRequest
+	3,  // 16: snakepit.v1.Worker.ExecuteStream:input_type -> snakepit.v1.StreamControl
+	7,  // 17: snakepit.v1.Worker.Callbacks:input_type -> snakepit.v1.CallbackReply
+	9,  // 18: snakepit.v1.Worker.EndSession:input_type -> snakepit.v1.EndSessionRequest
+	11, // 19: snakepit.v1.Worker.Execute:output_type -> snakepit.v1.ExecuteReply
+	14, // 20: snakepit.v1.Worker.Describe:output_type -> snakepit.v1.DescribeReply
+	18, // 21: snakepit.v1.Worker.Health:output_type -> snakepit.v1.HealthReply
+	20, // 22: snakepit.v1.Worker.Stats:output_type -> snakepit.v1.StatsReply
+	22, // 23: snakepit.v1.Worker.Shutdown:output_type -> snakepit.v1.ShutdownReply
+	5,  // 24: snakepit.v1.Worker.ExecuteStream:output_type -> snakepit.v1.StreamMessage
+	6,  // 25: snakepit.v1.Worker.Callbacks:output_type -> snakepit.v1.CallbackRequest
+	10, // 26: snakepit.v1.Worker.EndSession:output_type -> snakepit.v1.EndSessionReply
+	19, // [19:27] is the sub-list for method output_type
+	11, // [11:19] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_snakepit_v1_worker_proto_init() }
@@ -1243,6 +1942,22 @@ func file_snakepit_v1_worker_proto_init() {
 		return
 	}
 	file_snakepit_v1_worker_proto_msgTypes[1].OneofWrappers = []any{
+		(*StreamControl_Start)(nil),
+		(*StreamControl_Credit)(nil),
+		(*StreamControl_Cancel)(nil),
+	}
+	file_snakepit_v1_worker_proto_msgTypes[3].OneofWrappers = []any{
+		(*StreamMessage_ChunkJson)(nil),
+		(*StreamMessage_ChunkRaw)(nil),
+		(*StreamMessage_Error)(nil),
+		(*StreamMessage_End)(nil),
+	}
+	file_snakepit_v1_worker_proto_msgTypes[5].OneofWrappers = []any{
+		(*CallbackReply_ResultJson)(nil),
+		(*CallbackReply_ResultRaw)(nil),
+		(*CallbackReply_Error)(nil),
+	}
+	file_snakepit_v1_worker_proto_msgTypes[9].OneofWrappers = []any{
 		(*ExecuteReply_ResultJson)(nil),
 		(*ExecuteReply_ResultRaw)(nil),
 		(*ExecuteReply_Error)(nil),
@@ -1253,7 +1968,7 @@ func file_snakepit_v1_worker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_snakepit_v1_worker_proto_rawDesc), len(file_snakepit_v1_worker_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   14,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

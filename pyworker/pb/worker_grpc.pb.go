@@ -28,11 +28,14 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Worker_Execute_FullMethodName  = "/snakepit.v1.Worker/Execute"
-	Worker_Describe_FullMethodName = "/snakepit.v1.Worker/Describe"
-	Worker_Health_FullMethodName   = "/snakepit.v1.Worker/Health"
-	Worker_Stats_FullMethodName    = "/snakepit.v1.Worker/Stats"
-	Worker_Shutdown_FullMethodName = "/snakepit.v1.Worker/Shutdown"
+	Worker_Execute_FullMethodName       = "/snakepit.v1.Worker/Execute"
+	Worker_Describe_FullMethodName      = "/snakepit.v1.Worker/Describe"
+	Worker_Health_FullMethodName        = "/snakepit.v1.Worker/Health"
+	Worker_Stats_FullMethodName         = "/snakepit.v1.Worker/Stats"
+	Worker_Shutdown_FullMethodName      = "/snakepit.v1.Worker/Shutdown"
+	Worker_ExecuteStream_FullMethodName = "/snakepit.v1.Worker/ExecuteStream"
+	Worker_Callbacks_FullMethodName     = "/snakepit.v1.Worker/Callbacks"
+	Worker_EndSession_FullMethodName    = "/snakepit.v1.Worker/EndSession"
 )
 
 // WorkerClient is the client API for Worker service.
@@ -49,6 +52,20 @@ type WorkerClient interface {
 	Stats(ctx context.Context, in *StatsRequest, opts ...grpc.CallOption) (*StatsReply, error)
 	// Shutdown asks the worker to finish in-flight calls and exit.
 	Shutdown(ctx context.Context, in *ShutdownRequest, opts ...grpc.CallOption) (*ShutdownReply, error)
+	// ExecuteStream runs a tool whose results flow: the client sends
+	// StreamControl.start first, then credits (and at most one cancel); the
+	// worker sends a chunk per item it was given credit for, then exactly one
+	// final message (end or error) and closes the RPC. A cancel closes the
+	// generator on the thread running it and is acknowledged by that final
+	// message (error kind CANCELLED).
+	ExecuteStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[StreamControl, StreamMessage], error)
+	// Callbacks is opened by the runtime once per connection, right after it
+	// connected: the worker sends the callbacks its tools make
+	// (snakepit.call / snakepit.acall) and the runtime answers each, matched by id.
+	Callbacks(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[CallbackReply, CallbackRequest], error)
+	// EndSession runs the adapter's session-end hook for session_id (after
+	// that session's running calls end) and drops its state.
+	EndSession(ctx context.Context, in *EndSessionRequest, opts ...grpc.CallOption) (*EndSessionReply, error)
 }
 
 type workerClient struct {
@@ -109,6 +126,42 @@ func (c *workerClient) Shutdown(ctx context.Context, in *ShutdownRequest, opts .
 	return out, nil
 }
 
+func (c *workerClient) ExecuteStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[StreamControl, StreamMessage], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Worker_ServiceDesc.Streams[0], Worker_ExecuteStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[StreamControl, StreamMessage]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Worker_ExecuteStreamClient = grpc.BidiStreamingClient[StreamControl, StreamMessage]
+
+func (c *workerClient) Callbacks(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[CallbackReply, CallbackRequest], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Worker_ServiceDesc.Streams[1], Worker_Callbacks_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[CallbackReply, CallbackRequest]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Worker_CallbacksClient = grpc.BidiStreamingClient[CallbackReply, CallbackRequest]
+
+func (c *workerClient) EndSession(ctx context.Context, in *EndSessionRequest, opts ...grpc.CallOption) (*EndSessionReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EndSessionReply)
+	err := c.cc.Invoke(ctx, Worker_EndSession_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // WorkerServer is the server API for Worker service.
 // All implementations must embed UnimplementedWorkerServer
 // for forward compatibility.
@@ -123,6 +176,20 @@ type WorkerServer interface {
 	Stats(context.Context, *StatsRequest) (*StatsReply, error)
 	// Shutdown asks the worker to finish in-flight calls and exit.
 	Shutdown(context.Context, *ShutdownRequest) (*ShutdownReply, error)
+	// ExecuteStream runs a tool whose results flow: the client sends
+	// StreamControl.start first, then credits (and at most one cancel); the
+	// worker sends a chunk per item it was given credit for, then exactly one
+	// final message (end or error) and closes the RPC. A cancel closes the
+	// generator on the thread running it and is acknowledged by that final
+	// message (error kind CANCELLED).
+	ExecuteStream(grpc.BidiStreamingServer[StreamControl, StreamMessage]) error
+	// Callbacks is opened by the runtime once per connection, right after it
+	// connected: the worker sends the callbacks its tools make
+	// (snakepit.call / snakepit.acall) and the runtime answers each, matched by id.
+	Callbacks(grpc.BidiStreamingServer[CallbackReply, CallbackRequest]) error
+	// EndSession runs the adapter's session-end hook for session_id (after
+	// that session's running calls end) and drops its state.
+	EndSession(context.Context, *EndSessionRequest) (*EndSessionReply, error)
 	mustEmbedUnimplementedWorkerServer()
 }
 
@@ -147,6 +214,15 @@ func (UnimplementedWorkerServer) Stats(context.Context, *StatsRequest) (*StatsRe
 }
 func (UnimplementedWorkerServer) Shutdown(context.Context, *ShutdownRequest) (*ShutdownReply, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Shutdown not implemented")
+}
+func (UnimplementedWorkerServer) ExecuteStream(grpc.BidiStreamingServer[StreamControl, StreamMessage]) error {
+	return status.Errorf(codes.Unimplemented, "method ExecuteStream not implemented")
+}
+func (UnimplementedWorkerServer) Callbacks(grpc.BidiStreamingServer[CallbackReply, CallbackRequest]) error {
+	return status.Errorf(codes.Unimplemented, "method Callbacks not implemented")
+}
+func (UnimplementedWorkerServer) EndSession(context.Context, *EndSessionRequest) (*EndSessionReply, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method EndSession not implemented")
 }
 func (UnimplementedWorkerServer) mustEmbedUnimplementedWorkerServer() {}
 func (UnimplementedWorkerServer) testEmbeddedByValue()                {}
@@ -259,6 +335,38 @@ func _Worker_Shutdown_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Worker_ExecuteStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(WorkerServer).ExecuteStream(&grpc.GenericServerStream[StreamControl, StreamMessage]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Worker_ExecuteStreamServer = grpc.BidiStreamingServer[StreamControl, StreamMessage]
+
+func _Worker_Callbacks_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(WorkerServer).Callbacks(&grpc.GenericServerStream[CallbackReply, CallbackRequest]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Worker_CallbacksServer = grpc.BidiStreamingServer[CallbackReply, CallbackRequest]
+
+func _Worker_EndSession_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EndSessionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkerServer).EndSession(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Worker_EndSession_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkerServer).EndSession(ctx, req.(*EndSessionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Worker_ServiceDesc is the grpc.ServiceDesc for Worker service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -286,7 +394,24 @@ var Worker_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Shutdown",
 			Handler:    _Worker_Shutdown_Handler,
 		},
+		{
+			MethodName: "EndSession",
+			Handler:    _Worker_EndSession_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "ExecuteStream",
+			Handler:       _Worker_ExecuteStream_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "Callbacks",
+			Handler:       _Worker_Callbacks_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "snakepit/v1/worker.proto",
 }

@@ -13,8 +13,9 @@ import (
 // HeaderSize is the size of a frame header in bytes.
 const HeaderSize = 16
 
-// Version is the wire version this package speaks.
-const Version = 1
+// Version is the wire version this package speaks (2: streams, callbacks
+// and sessions).
+const Version = 2
 
 // MetaAllowance is added to the message limit for a frame's metadata.
 const MetaAllowance = 64 << 10
@@ -33,13 +34,24 @@ const (
 	Request       Type = 7
 	Reply         Type = 8
 	ProtocolError Type = 9
+	// Version 2.
+	Chunk          Type = 10 // one item a streaming call yielded
+	Credit         Type = 11 // more CHUNKs may be sent on a stream
+	Callback       Type = 12 // a tool called a function the runtime registered
+	CallbackResult Type = 13 // the callback's result
+	CallbackError  Type = 14 // the callback failed
+
+	lastType = CallbackError
 )
 
-// FlagRaw marks a Result body as raw bytes rather than JSON.
+// FlagRaw marks a Result, Chunk or CallbackResult body as raw bytes rather
+// than JSON.
 const FlagRaw uint16 = 1
 
 var typeNames = map[Type]string{Hello: "HELLO", HelloOK: "HELLO_OK", Execute: "EXECUTE", Result: "RESULT",
-	Error: "ERROR", Cancel: "CANCEL", Request: "REQUEST", Reply: "REPLY", ProtocolError: "PROTOCOL_ERROR"}
+	Error: "ERROR", Cancel: "CANCEL", Request: "REQUEST", Reply: "REPLY", ProtocolError: "PROTOCOL_ERROR",
+	Chunk: "CHUNK", Credit: "CREDIT", Callback: "CALLBACK", CallbackResult: "CALLBACK_RESULT",
+	CallbackError: "CALLBACK_ERROR"}
 
 func (t Type) String() string {
 	if n, ok := typeNames[t]; ok {
@@ -50,7 +62,8 @@ func (t Type) String() string {
 
 // allowedFlags lists the flag bits each type may carry.
 func allowedFlags(t Type) uint16 {
-	if t == Result {
+	switch t {
+	case Result, Chunk, CallbackResult:
 		return FlagRaw
 	}
 	return 0
@@ -103,7 +116,7 @@ func ParseHeader(b []byte, maxBody int) (Header, error) {
 	switch {
 	case h.Version != Version:
 		return h, &VersionError{Got: h.Version}
-	case h.Type < Hello || h.Type > ProtocolError:
+	case h.Type < Hello || h.Type > lastType:
 		return h, &FrameError{Problem: fmt.Sprintf("unknown frame type %d", uint8(h.Type))}
 	case h.Flags&^allowedFlags(h.Type) != 0:
 		return h, &FrameError{Problem: fmt.Sprintf("flags %#x not allowed on %s", h.Flags, h.Type)}

@@ -28,6 +28,22 @@ answered ``CANCELLED``), and :func:`current_call` returns the running call's
             step(i)
         return n
 
+A generator tool (``def`` or ``async def`` with ``yield``) is a streaming
+tool: each item goes to the caller as it comes, at the consumer's pace
+(``snakepit.streams``)::
+
+    @snakepit.tool
+    def count(n: int):
+        for i in range(n):
+            yield i
+
+A tool calls functions the Go program registered with :func:`call` (sync
+tools) or ``await`` :func:`acall` (async tools); a failure there raises
+:class:`CallbackError` (``snakepit.callbacks``). Calls that carry a session
+id share :func:`current_session`'s ``state`` on the worker; the adapter's
+``on_session_start(session)`` / ``on_session_end(session)`` hooks, if any,
+run at its first call and at its end (``snakepit.sessions``).
+
 Importing this package does not import grpc. The worker is
 ``python -m snakepit.worker`` (``snakepit.worker``); its default transport,
 ``snakepit.native_server`` (frames of ``snakepit.wire``), needs only the
@@ -37,8 +53,10 @@ standard library; the gRPC one is ``snakepit.server``.
 from typing import TYPE_CHECKING, Any
 
 from snakepit.adapter import Adapter, ThreadSafeAdapter
+from snakepit.callbacks import CallbackError, acall, call
 from snakepit.cancellation import CallContext, Cancelled, checkpoint, current_call
 from snakepit.decorator import tool
+from snakepit.sessions import Session, current_session
 
 if TYPE_CHECKING:
     from snakepit.threadsafe import (
@@ -53,7 +71,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 #: Version of the Go <-> Python wire protocol this package speaks.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 #: Names served from snakepit.threadsafe, imported on first use (PEP 562) so
 #: that workers whose adapters do not use them do not pay for the import.
@@ -79,16 +97,21 @@ def __dir__() -> list:
 __all__ = [
     "Adapter",
     "CallContext",
+    "CallbackError",
     "Cancelled",
     "Locked",
     "PROTOCOL_VERSION",
     "ReadOnlyError",
+    "Session",
     "SharedReadOnly",
     "ThreadLocal",
     "ThreadSafeAdapter",
     "__version__",
+    "acall",
+    "call",
     "checkpoint",
     "current_call",
+    "current_session",
     "frozen",
     "single_threaded",
     "tool",

@@ -75,6 +75,10 @@ class Tool:
     thread_safe: bool
     #: None when the callable has no introspectable signature.
     signature: Optional[inspect.Signature]
+    #: A generator function (``def`` with ``yield``; with ``is_async``, an
+    #: ``async def`` with ``yield``): a streaming tool, whose items are sent
+    #: as they come. It can only be called as a stream.
+    is_generator: bool = False
 
     @functools.cached_property
     def keyword_binding(self) -> Optional[Tuple[FrozenSet[str], FrozenSet[str]]]:
@@ -198,17 +202,20 @@ def load_adapter(spec: str, require_thread_safe: Optional[int] = None) -> Loaded
 
 
 def make_tool(name: str, func: Callable[..., Any], options: ToolOptions) -> Tool:
-    """Build a Tool from a callable and its ``@tool`` options."""
-    if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
-        raise AdapterError(
-            f"tool {name!r} is a generator function; tools must return a value"
-        )
+    """Build a Tool from a callable and its ``@tool`` options.
+
+    A generator function (sync or ``async``) is a streaming tool
+    (``is_generator``); an ``async`` one runs on the event loop
+    (``is_async``), like an ``async def`` tool.
+    """
+    is_async_generator = inspect.isasyncgenfunction(func)
     return Tool(
         name=name,
         func=func,
-        is_async=inspect.iscoroutinefunction(func),
+        is_async=is_async_generator or inspect.iscoroutinefunction(func),
         thread_safe=options.thread_safe,
         signature=safe_signature(func),
+        is_generator=is_async_generator or inspect.isgeneratorfunction(func),
     )
 
 
@@ -283,6 +290,31 @@ def _require_tools(spec: str, tools: Mapping[str, Tool]) -> None:
             f"adapter {spec!r} exposes no tools: decorate functions with "
             "@snakepit.tool, or name an adapter class as 'module:Class'"
         )
+
+
+#: Names of the adapter's session hooks (snakepit.sessions).
+SESSION_START_HOOK = "on_session_start"
+SESSION_END_HOOK = "on_session_end"
+
+
+def adapter_hook(loaded: LoadedAdapter, name: str) -> Optional[Callable[..., Any]]:
+    """The adapter's hook called ``name``, or None: a method of the class
+    adapter's instance, or a module-level function of a module adapter (its
+    own or imported into it). A non-callable attribute of that name raises
+    AdapterError, so a typo'd assignment does not silently disable a hook."""
+    if loaded.instance is not None:
+        hook = getattr(loaded.instance, name, None)
+        where = f"adapter class {type(loaded.instance).__qualname__!r}"
+    elif loaded.module is not None:
+        hook = vars(loaded.module).get(name)
+        where = f"adapter module {loaded.module.__name__!r}"
+    else:
+        return None
+    if hook is None:
+        return None
+    if not callable(hook):
+        raise AdapterError(f"{where}: {name} must be a function, got {type(hook).__name__}")
+    return hook
 
 
 async def close_adapter(loaded: LoadedAdapter) -> None:

@@ -34,13 +34,19 @@ itself do not inherit it (pass the object, or use
 ``contextvars.copy_context().run``). Async tools are also cancelled the
 asyncio way (``CancelledError`` at their next ``await``); checkpoint() is
 for the stretches between awaits.
+
+In a streaming call, the caller giving up also closes the generator (on its
+own thread or task, so its ``finally`` blocks run), and ``snakepit.call``
+waiting for Go's answer raises :class:`Cancelled` (snakepit.streams,
+snakepit.callbacks).
 """
 
 from __future__ import annotations
 
 import contextvars
+import threading
 import time
-from typing import Optional
+from typing import Any, Callable, List, Optional
 
 __all__ = ["CallContext", "Cancelled", "checkpoint", "current_call"]
 
@@ -71,11 +77,15 @@ class CallContext:
     gave up on the call or its deadline passed (it never turns back).
     ``remaining()``: seconds left until the deadline (0 once past), or None.
     ``checkpoint()``: raise :class:`Cancelled` if cancelled.
+    ``session``: the call's ``snakepit.Session`` (``snakepit.current_session()``),
+    or None. ``stream_in_flight``: for a streaming call, the chunks sent and
+    not yet taken by the consumer; None for a plain call.
 
     The worker makes these; tools only read them. Any thread.
     """
 
-    __slots__ = ("request_id", "tool", "deadline_ns", "_cancelled")
+    __slots__ = ("request_id", "tool", "deadline_ns", "_cancelled", "session", "callbacks",
+                 "credit", "_wakers")
 
     def __init__(self, request_id: str, tool: str, deadline_ns: int = 0) -> None:
         self.request_id = request_id
@@ -83,6 +93,23 @@ class CallContext:
         #: Absolute deadline in Unix nanoseconds; 0 means none.
         self.deadline_ns = deadline_ns
         self._cancelled = False
+        #: The call's session (snakepit.sessions.Session), or None.
+        self.session: Any = None
+        #: Where snakepit.call / acall send this call's callbacks (the
+        #: connection it came in on; snakepit.callbacks), or None.
+        self.callbacks: Any = None
+        #: A streaming call's credit (snakepit.streams.StreamCredit), or None.
+        self.credit: Any = None
+        self._wakers: Optional[List[Callable[[], None]]] = None
+
+    @property
+    def stream_in_flight(self) -> Optional[int]:
+        """For a streaming call: the chunks sent that the consumer has not
+        taken yet (sent minus the credit returned since the start), at most
+        the window; read while the generator computes its next item, it is
+        the count before that item is sent. None for a plain call."""
+        credit = self.credit
+        return None if credit is None else credit.in_flight
 
     @property
     def cancelled(self) -> bool:
@@ -98,8 +125,37 @@ class CallContext:
         return self._cancelled
 
     def cancel(self) -> None:
-        """Mark the call cancelled (the worker does this; tools have no need)."""
+        """Mark the call cancelled and wake what waits on its behalf (the
+        worker does this; tools have no need)."""
         self._cancelled = True
+        self.wake()
+
+    def wake(self) -> None:
+        """Wake every wait registered for this call (a stream waiting for
+        credit, snakepit.call waiting for its answer), so it sees the call
+        cancelled. Any thread."""
+        credit = self.credit
+        if credit is not None:
+            credit.wake()
+        with _WAKER_LOCK:
+            wakers = list(self._wakers) if self._wakers else ()
+        for waker in wakers:
+            waker()
+
+    def add_waker(self, waker: Callable[[], None]) -> None:
+        """Call ``waker()`` (from any thread) when the call is cancelled."""
+        with _WAKER_LOCK:
+            if self._wakers is None:
+                self._wakers = []
+            self._wakers.append(waker)
+
+    def remove_waker(self, waker: Callable[[], None]) -> None:
+        with _WAKER_LOCK:
+            if self._wakers is not None:
+                try:
+                    self._wakers.remove(waker)
+                except ValueError:
+                    pass
 
     @property
     def deadline(self) -> Optional[float]:
@@ -129,6 +185,9 @@ class CallContext:
             f"deadline={self.deadline!r}, cancelled={self.cancelled})"
         )
 
+
+#: Guards every CallContext's list of wakers (short, rare critical sections).
+_WAKER_LOCK = threading.Lock()
 
 #: The call whose tool runs in this thread / task (None outside a call).
 _CURRENT: "contextvars.ContextVar[Optional[CallContext]]" = contextvars.ContextVar(

@@ -184,8 +184,9 @@ def _json_default(value: Any) -> Any:
     raise _Unencodable(value)
 
 
-def encode_result(tool_name: str, value: Any) -> EncodedResult:
-    """Encode a tool's return value. Raises CallError(UNENCODABLE_RESULT)."""
+def encode_result(tool_name: str, value: Any, verb: str = "returned") -> EncodedResult:
+    """Encode a tool's return value (or, with ``verb="yielded"``, an item a
+    streaming tool yielded). Raises CallError(UNENCODABLE_RESULT)."""
     if isinstance(value, (bytes, bytearray)):
         return EncodedResult(data=bytes(value), raw=True)
     if isinstance(value, memoryview):
@@ -196,7 +197,7 @@ def encode_result(tool_name: str, value: Any) -> EncodedResult:
         where = "" if exc.value_type is type(value) else " inside the result"
         raise CallError(
             ErrorKind.UNENCODABLE_RESULT,
-            f"tool {tool_name!r} returned a value of type "
+            f"tool {tool_name!r} {verb} a value of type "
             f"{_short_type_name(exc.value_type)}{where}, which cannot be encoded as JSON; "
             f"allowed: {ALLOWED_RESULT_TYPES}",
         ) from None
@@ -207,12 +208,12 @@ def encode_result(tool_name: str, value: Any) -> EncodedResult:
             detail = f"a value JSON cannot encode ({exc})"
         raise CallError(
             ErrorKind.UNENCODABLE_RESULT,
-            f"tool {tool_name!r} returned {detail}; allowed: {ALLOWED_RESULT_TYPES}",
+            f"tool {tool_name!r} {verb} {detail}; allowed: {ALLOWED_RESULT_TYPES}",
         ) from None
     except (TypeError, RecursionError) as exc:  # e.g. dict keys that are tuples
         raise CallError(
             ErrorKind.UNENCODABLE_RESULT,
-            f"tool {tool_name!r} returned a value of type {_short_type_name(type(value))} "
+            f"tool {tool_name!r} {verb} a value of type {_short_type_name(type(value))} "
             f"that cannot be encoded as JSON ({exc}); allowed: {ALLOWED_RESULT_TYPES}",
         ) from None
     return EncodedResult(data=text.encode("utf-8"), raw=False)

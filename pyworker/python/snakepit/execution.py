@@ -51,6 +51,15 @@ def find_tool(adapter: LoadedAdapter, name: str) -> Tool:
     )
 
 
+def stream_only_error(tool: Tool) -> CallError:
+    """The answer to a plain (not streaming) call of a generator tool."""
+    return CallError(
+        ErrorKind.BAD_ARGUMENTS,
+        f"tool {tool.name!r} is a generator function (a streaming tool): call it as a "
+        "stream (the native EXECUTE meta 'stream', gRPC ExecuteStream)",
+    )
+
+
 def prepare_call(
     tool: Tool, args_json: bytes, binary_args: Optional[Mapping[str, bytes]] = None
 ) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:

@@ -1,6 +1,6 @@
 """The worker's stdout protocol: exactly one READY or BOOT-ERROR line.
 
-* ``SNAKEPIT-READY {"protocol": 1, "pid": 123, "python": "3.11.2", "transport": "grpc"}``
+* ``SNAKEPIT-READY {"protocol": 2, "pid": 123, "python": "3.11.2", "transport": "grpc"}``
   once the server listens; exit code is whatever shutdown gives (0).
 * ``SNAKEPIT-BOOT-ERROR {"type": "...", "message": "...", "traceback": "..."}``
   when start-up fails; the process then exits with BOOT_ERROR_EXIT_CODE.

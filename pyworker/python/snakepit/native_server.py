@@ -20,6 +20,22 @@ Threads:
   AsyncSerialGate on the loop;
 * ``snakepit-shutdown`` drains and stops once a shutdown is requested.
 
+Streams (``EXECUTE`` with ``stream``): a sync generator runs on a tool
+thread for the whole stream (one capacity slot), an async one as a task;
+each waits for credit before asking for its next item (snakepit.streams).
+``CREDIT`` and ``CANCEL`` reach them from the reader thread; a cancel, the
+deadline, the connection closing or the stop closes the generator on its own
+thread or task, then the stream is answered.
+
+Callbacks (``snakepit.call`` / ``acall``): a tool's thread or task sends
+``CALLBACK`` on its call's connection and waits; the reader thread hands it
+the ``CALLBACK_RESULT`` / ``CALLBACK_ERROR`` (NativeCallbacks).
+
+Sessions (``EXECUTE`` with ``session``; ``REQUEST`` ``session_end``): the
+start hook runs on the call's thread or task before the tool; the end hook
+runs on a tool thread (or the loop, when ``async``) once the session's calls
+are over, and the ``REPLY`` is sent from there (snakepit.sessions).
+
 Frames from many threads go out through one lock per connection. A call's
 RESULT / ERROR is sent by the thread (or task) that finished it; the call is
 counted finished under that lock just before its answer is written, so once
@@ -31,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import os
 import platform
@@ -41,10 +58,19 @@ import stat
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Set, Tuple
 
 from snakepit import cancellation, wire
 from snakepit.adapter import LoadedAdapter, Tool, close_adapter
+from snakepit.callbacks import (
+    CONNECTION_CLOSED,
+    TOO_LARGE,
+    CallbackError,
+    CallbackTable,
+    PendingCallback,
+    wait_async,
+    wait_sync,
+)
 from snakepit.codec import CallError, EncodedResult, ErrorKind, error_from_exception
 from snakepit.execution import (
     Outcome,
@@ -53,6 +79,7 @@ from snakepit.execution import (
     run_async,
     run_sync,
     serial_gates,
+    stream_only_error,
 )
 from snakepit.service import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -64,6 +91,8 @@ from snakepit.service import (
     stats_payload,
     token_matches,
 )
+from snakepit.sessions import Session, SessionRegistry
+from snakepit.streams import StreamCredit, run_async_stream, run_sync_stream
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +112,10 @@ _ERROR = wire.ERROR
 _EXECUTE = wire.EXECUTE
 _CANCEL = wire.CANCEL
 _REQUEST = wire.REQUEST
+_CHUNK = wire.CHUNK
+_CREDIT = wire.CREDIT
+_CALLBACK_RESULT = wire.CALLBACK_RESULT
+_CALLBACK_ERROR = wire.CALLBACK_ERROR
 
 # CallContext states.
 QUEUED = 0
@@ -97,7 +130,7 @@ class CallContext(cancellation.CallContext):
     ``cancelled`` turns True when a CANCEL arrives (or the connection
     closes) and once the call's deadline passes: a running sync tool is not
     interrupted, but ``snakepit.checkpoint()`` raises ``snakepit.Cancelled``
-    in it from then on.
+    in it from then on (and a stream's generator is closed).
     """
 
     __slots__ = ("conn", "stream", "lock", "state", "task", "started", "ran")
@@ -112,6 +145,10 @@ class CallContext(cancellation.CallContext):
         #: Absolute deadline in Unix nanoseconds; 0 means none.
         self.deadline_ns = deadline_ns
         self._cancelled = False
+        self.session: Optional[Session] = None
+        self.callbacks = conn.callbacks
+        self.credit: Optional[StreamCredit] = None
+        self._wakers = None
         self.lock = threading.Lock()
         self.state = QUEUED
         self.task: Optional["asyncio.Task[None]"] = None
@@ -126,15 +163,17 @@ class CallContext(cancellation.CallContext):
 
 
 class Connection:
-    """One accepted connection: its socket, its calls, its write lock."""
+    """One accepted connection: its socket, its calls, its callbacks, its write lock."""
 
-    __slots__ = ("sock", "name", "calls", "_wlock", "_fd_lock", "_dead", "_closed")
+    __slots__ = ("sock", "name", "calls", "callbacks", "_wlock", "_fd_lock", "_dead", "_closed")
 
-    def __init__(self, sock: socket.socket, name: str) -> None:
+    def __init__(self, sock: socket.socket, name: str, max_message_bytes: int) -> None:
         self.sock = sock
         self.name = name
         #: stream -> CallContext, for calls not answered yet.
         self.calls: Dict[int, CallContext] = {}
+        #: The callbacks its calls' tools make.
+        self.callbacks = NativeCallbacks(self, max_message_bytes)
         self._wlock = threading.Lock()  # one frame at a time
         self._fd_lock = threading.Lock()  # shutdown() never races close()
         self._dead = False  # no more writes
@@ -202,8 +241,93 @@ class Connection:
                     self.sock.close()
 
 
+class NativeCallbacks:
+    """The callbacks (snakepit.call / acall) of the tools whose calls came in
+    on one connection: each is sent as a ``CALLBACK`` frame with an id of
+    this connection's own (1, 2, ...) and waits for the ``CALLBACK_RESULT``
+    or ``CALLBACK_ERROR`` the reader thread hands over (:meth:`answer`).
+    When the connection closes, every waiting callback raises
+    CallbackError(CONNECTION_CLOSED)."""
+
+    __slots__ = ("_conn", "table", "_max_bytes")
+
+    def __init__(self, conn: "Connection", max_message_bytes: int) -> None:
+        self._conn = conn
+        self.table = CallbackTable()
+        self._max_bytes = max_message_bytes
+
+    def call(self, ctx: cancellation.CallContext, name: str, args_json: bytes,
+             binary: Dict[str, bytes]) -> Any:
+        pending = PendingCallback(name)
+        callback_id = self._send(ctx, name, args_json, binary, pending)
+        return wait_sync(ctx, pending, functools.partial(self.table.pop, callback_id))
+
+    async def acall(self, ctx: cancellation.CallContext, name: str, args_json: bytes,
+                    binary: Dict[str, bytes]) -> Any:
+        pending = PendingCallback(name, asyncio.get_running_loop())
+        callback_id = self._send(ctx, name, args_json, binary, pending)
+        return await wait_async(pending, functools.partial(self.table.pop, callback_id))
+
+    def _send(self, ctx: cancellation.CallContext, name: str, args_json: bytes,
+              binary: Dict[str, bytes], pending: PendingCallback) -> int:
+        size = len(args_json) + sum(len(value) for value in binary.values())
+        if size > self._max_bytes:
+            raise CallbackError(
+                TOO_LARGE, f"its arguments take {size} bytes; the message limit "
+                f"(SNAKEPIT_MAX_MESSAGE_BYTES) is {self._max_bytes} bytes; nothing was sent", name)
+        body = b"".join(wire.callback_body(name, ctx.request_id, args_json, binary))
+        limit = wire.frame_limit(self._max_bytes)
+        if len(body) > limit:
+            raise CallbackError(
+                TOO_LARGE, f"its CALLBACK frame would take {len(body)} bytes, over the "
+                f"connection's limit of {limit}; nothing was sent", name)
+        callback_id = self.table.add(pending)
+        if not self._conn.send(wire.CALLBACK, callback_id, body):
+            self.table.pop(callback_id)
+            raise CallbackError(
+                CONNECTION_CLOSED, "the connection to the runtime closed before it was sent", name)
+        return callback_id
+
+    def answer(self, frame_type: int, flags: int, callback_id: int, body: memoryview) -> None:
+        """A ``CALLBACK_RESULT`` or ``CALLBACK_ERROR`` (reader thread). An
+        answer to a callback nobody waits for any more (its call was
+        cancelled) is dropped. Raises WireError for a body that does not
+        parse."""
+        pending = self.table.pop(callback_id)
+        if pending is None:
+            logger.debug("connection %s: dropped the answer to callback %d, which nobody "
+                          "waits for any more", self._conn.name, callback_id)
+            return
+        if frame_type == _CALLBACK_ERROR:
+            try:
+                error = wire.parse_object(body, "CALLBACK_ERROR")
+                kind, message = error.get("kind"), error.get("message", "")
+                if type(kind) is not str or not kind or type(message) is not str:
+                    raise wire.WireError(
+                        "CALLBACK_ERROR body needs 'kind', a non-empty string, and 'message', "
+                        "a string")
+            except wire.WireError as exc:
+                pending.resolve(error=CallbackError(
+                    CONNECTION_CLOSED, f"the runtime sent a bad answer ({exc.message})",
+                    pending.name))
+                raise
+            pending.resolve(error=CallbackError(kind, message, pending.name))
+        elif flags & _FLAG_RAW:
+            pending.resolve(bytes(body))
+        else:
+            try:
+                value = wire.loads(body)
+            except ValueError as exc:
+                pending.resolve(error=CallbackError(
+                    CONNECTION_CLOSED, "the runtime sent a bad answer", pending.name))
+                raise wire.WireError(
+                    f"CALLBACK_RESULT body is not valid UTF-8 JSON: {exc}") from None
+            pending.resolve(value)
+
+
 class ToolThreads:
-    """``size`` daemon threads running ``handler(item)`` for each queued item, FIFO."""
+    """``size`` daemon threads running ``handler(item)`` for each queued
+    tuple, FIFO; a queued callable (a session's end hook) is called instead."""
 
     def __init__(self, size: int, handler: Callable[[Any], None], name: str = "snakepit-tool") -> None:
         self._queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
@@ -227,7 +351,10 @@ class ToolThreads:
             if item is None or self.stopping:
                 return
             try:
-                handler(item)
+                if type(item) is tuple:
+                    handler(item)
+                else:
+                    item()
             except BaseException:  # the handler answers its call itself; this is a bug
                 logger.exception("internal error in a tool thread")
 
@@ -264,6 +391,9 @@ class NativeServer(WorkerCore):
             "capacity": capacity,
         })
         self._describe = wire.dumps(describe_payload(adapter))
+        self._sessions = SessionRegistry(adapter, self._run_blocking)
+        self._streams_lock = threading.Lock()
+        self._open_streams = 0  # streaming calls not answered yet
         self._has_async = any(t.is_async for t in adapter.tools.values())
         self._debug = logger.isEnabledFor(logging.DEBUG)
         self._listener: Optional[socket.socket] = None
@@ -399,11 +529,16 @@ class NativeServer(WorkerCore):
                 pass
             os.close(self._signal_write_fd)
             self._signal_write_fd = -1
+        deadline = time.monotonic() + timeout
+        if self._open_streams and self._counters.in_flight:
+            # The stop cancelled the streams: their generators are being
+            # closed on their threads; let their finally blocks run.
+            stream_deadline = min(deadline, time.monotonic() + _STOP_GRACE_SECONDS)
+            self._counters.wait_idle(lambda: stream_deadline)
         threads = [self._signal_thread, self._drain_thread, self._accept_thread,
                    self._loop_thread, *self._conn_threads]
         if self._counters.in_flight == 0:
             threads.extend(self._threads.threads)
-        deadline = time.monotonic() + timeout
         current = threading.current_thread()
         for thread in threads:
             if thread is not None and thread is not current and thread.ident is not None:
@@ -450,6 +585,7 @@ class NativeServer(WorkerCore):
             left = self._counters.wait_idle(self._shutdown.deadline)
             if left:
                 logger.warning("grace period over with %d call(s) still running", left)
+            self._end_open_sessions()
             try:
                 self._close_adapter()
             except Exception:
@@ -464,6 +600,21 @@ class NativeServer(WorkerCore):
             logger.exception("error during shutdown")
         finally:
             self._stop()
+
+    def _end_open_sessions(self) -> None:
+        """Graceful shutdown: run the end hook of every session still open
+        (on this thread; an async hook on the loop), before close()."""
+        for session in self._sessions.take_all():
+            if session.open:
+                self._sessions.end_sync(session)
+
+    def _run_blocking(self, awaitable: Awaitable[Any]) -> Any:
+        """Run a coroutine (an async session hook) from a thread that is not
+        the loop's: on the loop when it runs, else with asyncio.run."""
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            return asyncio.run_coroutine_threadsafe(_await(awaitable), loop).result()
+        return asyncio.run(_await(awaitable))
 
     def _close_adapter(self) -> None:
         loop = self._loop
@@ -529,7 +680,7 @@ class NativeServer(WorkerCore):
                     sock.close()
                     return
                 self._conn_seq += 1
-                conn = Connection(sock, str(self._conn_seq))
+                conn = Connection(sock, str(self._conn_seq), self.max_message_bytes)
                 with self._conn_lock:
                     self._connections.add(conn)
                 thread = threading.Thread(
@@ -607,10 +758,14 @@ class NativeServer(WorkerCore):
             frame_type, _flags, stream, body = frame
             if frame_type == _EXECUTE:
                 on_execute(conn, stream, body)
+            elif frame_type == _CREDIT:
+                self._on_credit(conn, stream, body)
             elif frame_type == _CANCEL:
                 self._on_cancel(conn, stream, body)
             elif frame_type == _REQUEST:
                 self._on_request(conn, stream, body)
+            elif frame_type == _CALLBACK_RESULT or frame_type == _CALLBACK_ERROR:
+                conn.callbacks.answer(frame_type, _flags, stream, body)
             elif frame_type == wire.PROTOCOL_ERROR:
                 logger.error("connection %s: the runtime reported a protocol error: %s; "
                              "closing the connection", conn.name, _peer_message(body))
@@ -624,8 +779,10 @@ class NativeServer(WorkerCore):
         conn.close()
         with self._conn_lock:
             self._connections.discard(conn)
-        # Nobody is left to answer: queued calls never run, async tasks stop;
-        # a running sync tool finishes and its reply is dropped.
+        conn.callbacks.table.close("the connection to the runtime closed")
+        # Nobody is left to answer: queued calls never run, async tasks stop,
+        # streams close their generators; a running sync tool finishes and
+        # its reply is dropped.
         for ctx in list(conn.calls.values()):
             self._cancel(ctx, CallError(ErrorKind.CANCELLED, "the connection closed"))
 
@@ -651,14 +808,32 @@ class NativeServer(WorkerCore):
                         f"{call.tool!r} could start",
                     ))
                     return
+            window = call.window
             try:
                 tool = find_tool(self.adapter, call.tool)
+                if window is None:
+                    if tool.is_generator:
+                        raise stream_only_error(tool)
+                elif not 1 <= window <= wire.MAX_U32:
+                    raise CallError(
+                        ErrorKind.BAD_ARGUMENTS,
+                        f"a streaming call's window ('stream') must be 1 to {wire.MAX_U32} "
+                        f"chunks, got {window}",
+                    )
                 args, kwargs = prepare_decoded_call(tool, call.args, call.binary)
             except CallError as err:
                 self._counters.count_served()
                 self._send_outcome(conn, stream, call.tool, err)
                 return
             ctx = CallContext(conn, stream, call.request_id, tool.name, deadline_ns)
+            if window is not None:
+                ctx.credit = StreamCredit(window)
+                if tool.is_async:
+                    ctx.credit.bind_loop(self._loop)  # type: ignore[arg-type]
+                with self._streams_lock:
+                    self._open_streams += 1
+            if call.session:
+                ctx.session = self._sessions.join(call.session)
             if self._debug:
                 ctx.started = time.monotonic()
             conn.calls[stream] = ctx
@@ -714,19 +889,44 @@ class NativeServer(WorkerCore):
         else:
             self._counters.begin_run()
             ctx.ran = True
-            outcome = run_sync(tool, args, kwargs, ctx)
-            if (
-                type(outcome) is EncodedResult
-                and len(outcome.data) <= self.max_message_bytes
-                and not self._debug
-            ):  # the common case, in short: _complete() / _reply()
-                ctx.state = DONE
-                conn = ctx.conn
-                conn.calls.pop(ctx.stream, None)
-                conn.send(_RESULT, ctx.stream, outcome.data,
-                          _FLAG_RAW if outcome.raw else 0, self._counters.finish_run)
-                return
+            if ctx.credit is not None or ctx.session is not None:
+                outcome = self._run_sync_extra(ctx, tool, args, kwargs)
+            else:
+                outcome = run_sync(tool, args, kwargs, ctx)
+                if (
+                    type(outcome) is EncodedResult
+                    and len(outcome.data) <= self.max_message_bytes
+                    and not self._debug
+                ):  # the common case, in short: _complete() / _reply()
+                    ctx.state = DONE
+                    conn = ctx.conn
+                    conn.calls.pop(ctx.stream, None)
+                    conn.send(_RESULT, ctx.stream, outcome.data,
+                              _FLAG_RAW if outcome.raw else 0, self._counters.finish_run)
+                    return
         self._complete(ctx, outcome)
+
+    def _run_sync_extra(
+        self, ctx: CallContext, tool: Tool, args: Tuple[Any, ...], kwargs: Dict[str, Any]
+    ) -> Outcome:
+        """A sync call of a session (its start hook first) or a stream."""
+        if ctx.session is not None:
+            err = self._sessions.open_sync(ctx)
+            if err is not None:
+                return err
+        if ctx.credit is not None:
+            return run_sync_stream(tool, args, kwargs, ctx, self._chunk_sender(ctx),
+                                   self.max_message_bytes)
+        return run_sync(tool, args, kwargs, ctx)
+
+    @staticmethod
+    def _chunk_sender(ctx: CallContext) -> Callable[[EncodedResult], bool]:
+        send, stream = ctx.conn.send, ctx.stream
+
+        def send_chunk(chunk: EncodedResult) -> bool:
+            return send(_CHUNK, stream, chunk.data, _FLAG_RAW if chunk.raw else 0)
+
+        return send_chunk
 
     def _start_task(
         self, ctx: CallContext, tool: Tool, args: Tuple[Any, ...], kwargs: Dict[str, Any]
@@ -789,13 +989,28 @@ class NativeServer(WorkerCore):
     ) -> Outcome:
         """run_async, one call at a time for a ``thread_safe=False`` tool."""
         if tool.thread_safe:
-            return await run_async(tool, args, kwargs, ctx)
+            if ctx.credit is None and ctx.session is None:
+                return await run_async(tool, args, kwargs, ctx)
+            return await self._run_async_extra(ctx, tool, args, kwargs)
         gate = self._async_serial[tool.name]
         await gate.acquire()
         try:
-            return await run_async(tool, args, kwargs, ctx)
+            return await self._run_async_extra(ctx, tool, args, kwargs)
         finally:
             gate.release()
+
+    async def _run_async_extra(
+        self, ctx: CallContext, tool: Tool, args: Tuple[Any, ...], kwargs: Dict[str, Any]
+    ) -> Outcome:
+        """An async call, perhaps of a session (its start hook first) or a stream."""
+        if ctx.session is not None:
+            err = await self._sessions.open_async(ctx)
+            if err is not None:
+                return err
+        if ctx.credit is not None:
+            return await run_async_stream(tool, args, kwargs, ctx, self._chunk_sender(ctx),
+                                          self.max_message_bytes)
+        return await run_async(tool, args, kwargs, ctx)
 
     def _complete(self, ctx: CallContext, outcome: Outcome) -> None:
         """A started call is over: answer it (counted finished just before)."""
@@ -830,6 +1045,11 @@ class NativeServer(WorkerCore):
         counters = self._counters
         conn.send(frame_type, ctx.stream, body, flags,
                   counters.finish_run if ctx.ran else counters.finish)
+        if ctx.session is not None:
+            self._sessions.leave(ctx.session)
+        if ctx.credit is not None:
+            with self._streams_lock:
+                self._open_streams -= 1
 
     def _send_outcome(self, conn: Connection, stream: int, tool: str, outcome: Outcome) -> None:
         """Answer a call the reader thread refused or failed at once."""
@@ -899,8 +1119,20 @@ class NativeServer(WorkerCore):
             task = ctx.task
         if state == QUEUED:
             self._reply(ctx, err)
-        elif state == RUNNING and task is not None and self._loop is not None:
-            self._loop.call_soon_threadsafe(task.cancel)
+        elif state == RUNNING:
+            if task is not None and self._loop is not None:
+                self._loop.call_soon_threadsafe(task.cancel)
+            ctx.wake()  # a stream waiting for credit, snakepit.call waiting for its answer
+
+    def _on_credit(self, conn: Connection, stream: int, body: memoryview) -> None:
+        n = wire.parse_credit(body)
+        ctx = conn.calls.get(stream)
+        if ctx is None:
+            return  # the stream already ended
+        credit = ctx.credit
+        if credit is None:
+            raise wire.WireError(f"CREDIT on stream {stream}, which is not a streaming call")
+        credit.add(n)
 
     # ------------------------------------------------------------- requests
 
@@ -915,6 +1147,18 @@ class NativeServer(WorkerCore):
                 reply = wire.dumps(stats_payload(self._counters, self.capacity, self._started, self.profile))
             elif op == "describe":
                 reply = self._describe
+            elif op == "session_end":
+                session_id = request.get("session")
+                if type(session_id) is not str or not session_id:
+                    reply = wire.dumps({
+                        "error": f"session_end needs 'session', a non-empty string; got "
+                                 f"{session_id!r}"})
+                else:
+                    # Replied once the session's calls are over and its end
+                    # hook ran (_session_idle), never on this thread.
+                    self._sessions.request_end(
+                        session_id, functools.partial(self._session_idle, conn, stream))
+                    return
             elif op == "shutdown":
                 grace_ms = request.get("grace_ms", 0)
                 if grace_ms is None:
@@ -936,6 +1180,41 @@ class NativeServer(WorkerCore):
         conn.send(wire.REPLY, stream, reply)
         if after_reply is not None:
             after_reply()  # only now: the drain may close this connection
+
+
+    # ------------------------------------------------------------- sessions
+
+    def _session_idle(self, conn: Connection, stream: int, session: Optional[Session]) -> None:
+        """A session to end has no call left (any thread): run its end hook
+        on a tool thread, or on the loop when async, and reply from there."""
+        sessions = self._sessions
+        if session is None or not session.open or sessions.end_hook is None:
+            ended = session is not None and session.open
+            if session is not None:
+                session.state = {}
+            conn.send(wire.REPLY, stream, wire.dumps({"ended": ended, "hook_error": ""}))
+            return
+        if sessions.end_hook_is_async and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._start_end_task, conn, stream, session)
+        else:
+            self._threads.put(functools.partial(self._end_session, conn, stream, session))
+
+    def _end_session(self, conn: Connection, stream: int, session: Session) -> None:
+        hook_error = self._sessions.end_sync(session)
+        conn.send(wire.REPLY, stream, wire.dumps({"ended": True, "hook_error": hook_error}))
+
+    def _start_end_task(self, conn: Connection, stream: int, session: Session) -> None:
+        task = asyncio.get_running_loop().create_task(self._end_session_async(conn, stream, session))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _end_session_async(self, conn: Connection, stream: int, session: Session) -> None:
+        hook_error = await self._sessions.end_async(session)
+        conn.send(wire.REPLY, stream, wire.dumps({"ended": True, "hook_error": hook_error}))
+
+
+async def _await(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
 
 
 def _note_signal(signum: int, frame: Any) -> None:

@@ -278,11 +278,13 @@ def tool_doc(tool: Tool) -> str:
 
 
 def tool_payload(tool: Tool) -> Dict[str, Any]:
-    """One ToolInfo as a dict."""
+    """One ToolInfo as a dict, plus ``is_generator`` (a streaming tool),
+    which the native describe carries and ToolInfo has no field for."""
     return {
         "name": tool.name,
         "doc": tool_doc(tool),
         "is_async": tool.is_async,
+        "is_generator": tool.is_generator,
         "params": [
             {
                 "name": p.name,

@@ -1,4 +1,4 @@
-"""The native wire format (docs/wire-format.md), version 1: framing only.
+"""The native wire format (docs/wire-format.md), version 2: framing only.
 
 Every frame is a 16-byte big-endian header (``length`` u32, ``version`` u8,
 ``type`` u8, ``flags`` u16, ``stream`` u64) followed by ``length`` bytes of
@@ -18,7 +18,7 @@ import json
 import struct
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
-VERSION = 1
+VERSION = 2
 HEADER = struct.Struct(">IBBHQ")
 HEADER_SIZE = HEADER.size  # 16
 _U32 = struct.Struct(">I")
@@ -36,6 +36,11 @@ CANCEL = 6
 REQUEST = 7
 REPLY = 8
 PROTOCOL_ERROR = 9
+CHUNK = 10
+CREDIT = 11
+CALLBACK = 12
+CALLBACK_RESULT = 13
+CALLBACK_ERROR = 14
 
 TYPE_NAMES: Dict[int, str] = {
     HELLO: "HELLO",
@@ -47,15 +52,20 @@ TYPE_NAMES: Dict[int, str] = {
     REQUEST: "REQUEST",
     REPLY: "REPLY",
     PROTOCOL_ERROR: "PROTOCOL_ERROR",
+    CHUNK: "CHUNK",
+    CREDIT: "CREDIT",
+    CALLBACK: "CALLBACK",
+    CALLBACK_RESULT: "CALLBACK_RESULT",
+    CALLBACK_ERROR: "CALLBACK_ERROR",
 }
 
-#: RESULT flags bit 0: the body is the raw bytes result, not JSON.
+#: RESULT, CHUNK and CALLBACK_RESULT flags bit 0: the body is raw bytes, not JSON.
 FLAG_RAW = 0x0001
 #: Flag bits each frame type may carry; every other bit must be 0.
-ALLOWED_FLAGS: Dict[int, int] = {RESULT: FLAG_RAW}
+ALLOWED_FLAGS: Dict[int, int] = {RESULT: FLAG_RAW, CHUNK: FLAG_RAW, CALLBACK_RESULT: FLAG_RAW}
 
 #: Ops of a REQUEST frame.
-OPS = ("health", "stats", "describe", "shutdown")
+OPS = ("health", "stats", "describe", "shutdown", "session_end")
 
 
 class WireError(Exception):
@@ -191,7 +201,8 @@ class FrameReader:
             or length > self.max_length
             or frame_type not in TYPE_NAMES
         ):
-            # Slow path: a RESULT may carry FLAG_RAW; everything else is bad.
+            # Slow path: RESULT, CHUNK and CALLBACK_RESULT may carry
+            # FLAG_RAW; everything else is bad.
             check_header(length, version, frame_type, flags, self.max_length)
         total = HEADER_SIZE + length
         if total <= len(self._buf):
@@ -272,6 +283,75 @@ class ExecuteCall(NamedTuple):
     #: The ``args`` value as decoded (normally a dict; checked by the codec).
     args: Any
     binary: Dict[str, bytes]
+    #: The meta's ``stream``: the initial credit of a streaming call, as
+    #: sent (the server refuses one below 1); None for a plain call.
+    window: Optional[int] = None
+    #: The meta's ``session``; "" for none.
+    session: str = ""
+
+
+def _split_meta(body: Union[bytes, bytearray, memoryview], what: str) -> Tuple[Dict[str, Any], int]:
+    """``(meta, offset of the first binary argument)`` of an EXECUTE-like
+    body (``u32 meta_len | meta JSON | binary args``). Raises WireError."""
+    size = len(body)
+    if size < 4:
+        raise WireError(f"{what} body of {size} bytes has no 4-byte meta length")
+    (meta_len,) = _U32.unpack_from(body, 0)
+    if meta_len > size - 4:
+        raise WireError(f"{what} meta length {meta_len} exceeds the {size - 4} bytes that follow it")
+    try:
+        text = str(body[4 : 4 + meta_len], "utf-8")
+        try:  # loads(), inlined
+            meta, end = _scan_once(text, 0)
+        except StopIteration:
+            meta, end = json.loads(text), len(text)
+        if end != len(text) and text[end:].strip(" \t\n\r"):
+            raise json.JSONDecodeError("Extra data", text, end)
+    except ValueError as exc:
+        raise WireError(f"{what} meta is not valid UTF-8 JSON: {exc}") from None
+    if type(meta) is not dict:
+        raise WireError(f"{what} meta must be a JSON object, got {type(meta).__name__}")
+    return meta, 4 + meta_len
+
+
+def _read_binary(
+    body: Union[bytes, bytearray, memoryview], bins: Any, offset: int, what: str
+) -> Dict[str, bytes]:
+    """The binary arguments the meta's ``bin`` list announces, from ``offset``
+    to the end of ``body`` (which they must fill exactly). Raises WireError."""
+    size = len(body)
+    binary: Dict[str, bytes] = {}
+    if bins:
+        if type(bins) is not list:
+            raise WireError(f"{what} meta field 'bin' must be a list of [name, length] pairs")
+        for entry in bins:
+            if (
+                type(entry) is not list
+                or len(entry) != 2
+                or type(entry[0]) is not str
+                or type(entry[1]) is not int
+                or entry[1] < 0
+            ):
+                raise WireError(
+                    f"{what} meta 'bin' entry {entry!r} is not a [name, length] pair"
+                )
+            name, length = entry
+            if name in binary:
+                raise WireError(f"{what} meta 'bin' names binary argument {name!r} twice")
+            if offset + length > size:
+                raise WireError(
+                    f"{what} binary argument {name!r} of {length} bytes runs past the "
+                    f"end of the {size}-byte body"
+                )
+            binary[name] = bytes(body[offset : offset + length])
+            offset += length
+    elif bins is not None and type(bins) is not list:
+        raise WireError(f"{what} meta field 'bin' must be a list of [name, length] pairs")
+    if offset != size:
+        raise WireError(
+            f"{what} body has {size - offset} bytes after its meta and binary arguments"
+        )
+    return binary
 
 
 def parse_execute(body: Union[bytes, bytearray, memoryview]) -> ExecuteCall:
@@ -280,7 +360,14 @@ def parse_execute(body: Union[bytes, bytearray, memoryview]) -> ExecuteCall:
     Binary arguments are copied out as ``bytes``, so the result outlives the
     read buffer. A malformed ``args`` value (not an object) is left to the
     caller: it is a bad argument of the call, not a bad frame.
+
+    ``stream`` (the initial credit of a streaming call) must be an integer
+    when present (null counts as absent): anything else is a bad frame. Its
+    range is the server's to check: a ``stream`` below 1 is a bad argument of
+    the call (answered ``ERROR`` kind ``BAD_ARGUMENTS``), not a bad frame.
+    ``session`` must be a string (null or "" for none).
     """
+    # _split_meta(), inlined: this is every call's path.
     size = len(body)
     if size < 4:
         raise WireError(f"EXECUTE body of {size} bytes has no 4-byte meta length")
@@ -289,7 +376,7 @@ def parse_execute(body: Union[bytes, bytearray, memoryview]) -> ExecuteCall:
         raise WireError(f"EXECUTE meta length {meta_len} exceeds the {size - 4} bytes that follow it")
     try:
         text = str(body[4 : 4 + meta_len], "utf-8")
-        try:  # loads(), inlined: this is every call's path
+        try:
             meta, end = _scan_once(text, 0)
         except StopIteration:
             meta, end = json.loads(text), len(text)
@@ -299,6 +386,7 @@ def parse_execute(body: Union[bytes, bytearray, memoryview]) -> ExecuteCall:
         raise WireError(f"EXECUTE meta is not valid UTF-8 JSON: {exc}") from None
     if type(meta) is not dict:
         raise WireError(f"EXECUTE meta must be a JSON object, got {type(meta).__name__}")
+    offset = 4 + meta_len
     get = meta.get
     request_id = get("id", "")
     tool = get("tool", "")
@@ -316,40 +404,27 @@ def parse_execute(body: Union[bytes, bytearray, memoryview]) -> ExecuteCall:
     args = get("args")
     if args is None:
         args = {}
-    binary: Dict[str, bytes] = {}
-    offset = 4 + meta_len
-    bins = get("bin")
-    if bins:
-        if type(bins) is not list:
-            raise WireError("EXECUTE meta field 'bin' must be a list of [name, length] pairs")
-        for entry in bins:
-            if (
-                type(entry) is not list
-                or len(entry) != 2
-                or type(entry[0]) is not str
-                or type(entry[1]) is not int
-                or entry[1] < 0
-            ):
-                raise WireError(
-                    f"EXECUTE meta 'bin' entry {entry!r} is not a [name, length] pair"
-                )
-            name, length = entry
-            if name in binary:
-                raise WireError(f"EXECUTE meta 'bin' names binary argument {name!r} twice")
-            if offset + length > size:
-                raise WireError(
-                    f"EXECUTE binary argument {name!r} of {length} bytes runs past the "
-                    f"end of the {size}-byte body"
-                )
-            binary[name] = bytes(body[offset : offset + length])
-            offset += length
-    elif bins is not None and type(bins) is not list:
-        raise WireError("EXECUTE meta field 'bin' must be a list of [name, length] pairs")
-    if offset != size:
+    window = get("stream")
+    if window is not None and type(window) is not int:
         raise WireError(
-            f"EXECUTE body has {size - offset} bytes after its meta and binary arguments"
+            f"EXECUTE meta field 'stream' must be an integer (the initial credit), "
+            f"got {type(window).__name__}"
         )
-    return ExecuteCall(request_id, tool, deadline_ns, args, binary)
+    session = get("session")
+    if session is None:
+        session = ""
+    elif type(session) is not str:
+        raise WireError(
+            f"EXECUTE meta field 'session' must be a string, got {type(session).__name__}"
+        )
+    bins = get("bin")
+    if bins or offset != size:
+        binary = _read_binary(body, bins, offset, "EXECUTE")
+    else:
+        if bins is not None and type(bins) is not list:
+            raise WireError("EXECUTE meta field 'bin' must be a list of [name, length] pairs")
+        binary = {}
+    return ExecuteCall(request_id, tool, deadline_ns, args, binary, window, session)
 
 
 def execute_body(
@@ -360,10 +435,14 @@ def execute_body(
     deadline_ns: int = 0,
     binary: Optional[Mapping[str, bytes]] = None,
     raw_args: Optional[bytes] = None,
+    window: Optional[int] = None,
+    session: str = "",
 ) -> List[bytes]:
     """The parts of an EXECUTE body (the client side; used by tests and tools).
 
-    ``raw_args`` puts pre-encoded JSON text in place of ``args``.
+    ``raw_args`` puts pre-encoded JSON text in place of ``args``; ``window``
+    makes it a streaming call with that initial credit; ``session`` puts
+    the call in that session.
     """
     names = list(binary or {})
     meta: Dict[str, Any] = {
@@ -372,6 +451,10 @@ def execute_body(
         "deadline_ns": deadline_ns,
         "bin": [[name, len(binary[name])] for name in names] if binary else [],
     }
+    if window is not None:
+        meta["stream"] = window
+    if session:
+        meta["session"] = session
     if raw_args is None:
         meta["args"] = {} if args is None else args
         meta_bytes = dumps(meta)
@@ -381,6 +464,76 @@ def execute_body(
     for name in names:
         parts.append(bytes(binary[name]))  # type: ignore[index]
     return parts
+
+
+# ------------------------------------------------------------------ CALLBACK
+
+
+class CallbackCall(NamedTuple):
+    """A parsed CALLBACK body (the runtime's side; used by tests)."""
+
+    name: str
+    parent: str
+    #: The ``args`` value as decoded (a dict when this side built it).
+    args: Any
+    binary: Dict[str, bytes]
+
+
+def callback_body(
+    name: str, parent: str, args_json: bytes, binary: Optional[Mapping[str, bytes]] = None
+) -> List[bytes]:
+    """The parts of a CALLBACK body: EXECUTE's layout, meta
+    ``{"name", "parent", "bin", "args"}``. ``args_json`` is the keyword
+    arguments already encoded as one JSON object; ``binary`` the ``bytes``
+    ones, sent raw after the meta in the order of ``bin``."""
+    names = list(binary or {})
+    meta: Dict[str, Any] = {
+        "name": name,
+        "parent": parent,
+        "bin": [[key, len(binary[key])] for key in names] if binary else [],  # type: ignore[index]
+    }
+    meta_bytes = dumps(meta)[:-1] + b',"args":' + (args_json or b"{}") + b"}"
+    parts = [_U32.pack(len(meta_bytes)), meta_bytes]
+    for key in names:
+        parts.append(bytes(binary[key]))  # type: ignore[index]
+    return parts
+
+
+def parse_callback(body: Union[bytes, bytearray, memoryview]) -> CallbackCall:
+    """Parse a CALLBACK body (see :func:`callback_body`). Raises WireError."""
+    meta, offset = _split_meta(body, "CALLBACK")
+    name = meta.get("name")
+    parent = meta.get("parent", "")
+    if type(name) is not str or not name:
+        raise WireError("CALLBACK meta field 'name' must be a non-empty string")
+    if parent is None:
+        parent = ""
+    if type(parent) is not str:
+        raise WireError("CALLBACK meta field 'parent' must be a string")
+    args = meta.get("args")
+    if args is None:
+        args = {}
+    return CallbackCall(name, parent, args, _read_binary(body, meta.get("bin"), offset, "CALLBACK"))
+
+
+# -------------------------------------------------------------------- CREDIT
+
+
+def credit_body(n: int) -> bytes:
+    """A CREDIT body: ``n`` (1 to 2**32 - 1) as a big-endian u32."""
+    if not 1 <= n <= MAX_U32:
+        raise ValueError(f"a CREDIT grants 1 to {MAX_U32} chunks, not {n}")
+    return _U32.pack(n)
+
+
+def parse_credit(body: Union[bytes, bytearray, memoryview]) -> int:
+    """The chunk count of a CREDIT body (a u32, at least 1). Raises WireError."""
+    if len(body) != 4:
+        raise WireError(f"CREDIT body of {len(body)} bytes; it must be a 4-byte count")
+    (n,) = _U32.unpack_from(body, 0)
+    if n < 1:
+        raise WireError("CREDIT of 0 chunks; a CREDIT grants at least 1")
+    return n
 
 
 def encode_frame(frame_type: int, stream: int, body: Union[bytes, Sequence[bytes]] = b"", flags: int = 0) -> bytes:

@@ -29,7 +29,7 @@ from typing import Dict, List
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers import WorkerProcess  # noqa: E402
-from native_client import HEADER, EXECUTE, RESULT, NativeClient, execute_body  # noqa: E402
+from native_client import HEADER, EXECUTE, RESULT, VERSION, NativeClient, execute_body  # noqa: E402
 
 
 def measure(client: NativeClient, body: bytes, calls: int, warmup: int) -> List[int]:
@@ -46,7 +46,7 @@ def measure(client: NativeClient, body: bytes, calls: int, warmup: int) -> List[
     stream = 1_000_000
     for i in range(warmup + calls):
         stream += 1
-        frame = pack(len(body), 1, EXECUTE, 0, stream) + body
+        frame = pack(len(body), VERSION, EXECUTE, 0, stream) + body
         t0 = perf()
         sendall(frame)
         have = 0

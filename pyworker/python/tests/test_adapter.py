@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import sys
 import types
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -72,14 +72,53 @@ def test_module_without_tools_is_an_error() -> None:
     assert "'module:Class'" in message
 
 
-def test_generator_tools_are_rejected(fake_module: types.ModuleType) -> None:
+def test_generator_tools_are_streaming_tools(fake_module: types.ModuleType) -> None:
     @snakepit.tool
     def gen() -> Iterator[int]:
         yield 1
 
-    fake_module.gen = gen
-    with pytest.raises(AdapterError, match="generator"):
-        load_adapter("sp_fake_adapter")
+    @snakepit.tool
+    async def agen() -> Any:
+        yield 1
+
+    @snakepit.tool
+    async def coro() -> int:
+        return 1
+
+    fake_module.gen, fake_module.agen, fake_module.coro = gen, agen, coro
+    tools = load_adapter("sp_fake_adapter").tools
+    assert (tools["gen"].is_generator, tools["gen"].is_async) == (True, False)
+    assert (tools["agen"].is_generator, tools["agen"].is_async) == (True, True)
+    assert (tools["coro"].is_generator, tools["coro"].is_async) == (False, True)
+
+
+def test_session_hooks_are_found_by_name(fake_module: types.ModuleType) -> None:
+    from snakepit.adapter import adapter_hook
+
+    @snakepit.tool
+    def t() -> None: ...
+
+    def on_session_start(session: Any) -> None: ...
+
+    fake_module.t = t
+    fake_module.on_session_start = on_session_start
+    loaded = load_adapter("sp_fake_adapter")
+    assert adapter_hook(loaded, "on_session_start") is on_session_start
+    assert adapter_hook(loaded, "on_session_end") is None
+
+    class Model(snakepit.Adapter):
+        @snakepit.tool
+        def m(self) -> None: ...
+
+        async def on_session_end(self, session: Any) -> None: ...
+
+    fake_module.Model = Model
+    loaded = load_adapter("sp_fake_adapter:Model")
+    assert adapter_hook(loaded, "on_session_end") == loaded.instance.on_session_end
+    assert adapter_hook(loaded, "on_session_start") is None  # not the module's: the class's
+    fake_module.on_session_end = 5
+    with pytest.raises(AdapterError, match="on_session_end must be a function, got int"):
+        adapter_hook(load_adapter("sp_fake_adapter"), "on_session_end")
 
 
 def test_class_adapter_instantiated_once_with_bound_methods(fake_module: types.ModuleType) -> None:

@@ -85,7 +85,11 @@ def test_bad_name_is_rejected() -> None:
 
 
 def test_package_exports() -> None:
-    assert snakepit.PROTOCOL_VERSION == 1
+    assert snakepit.PROTOCOL_VERSION == 2
+    assert callable(snakepit.call) and callable(snakepit.acall)
+    assert issubclass(snakepit.CallbackError, Exception)
+    assert snakepit.current_session() is None
+    assert isinstance(snakepit.Session, type)
     assert snakepit.__version__ == "0.1.0"
     assert callable(snakepit.tool)
     assert isinstance(snakepit.Adapter, type)

@@ -127,7 +127,7 @@ def test_ready_line_socket_mode_and_native_default(spawn: Callable[..., WorkerPr
     worker = spawn("examples.textstats", transport=None)  # no --transport: native
     ready = worker.wait_ready()
     assert ready == {
-        "protocol": 1,
+        "protocol": 2,
         "pid": worker.proc.pid,
         "python": interpreter_version(python),
         "transport": "native",
@@ -142,7 +142,7 @@ def test_ready_line_socket_mode_and_native_default(spawn: Callable[..., WorkerPr
 def test_hello_ok_payload(textstats: WorkerProcess, python: str) -> None:
     with NativeClient(textstats.socket) as c:
         hello = c.hello(textstats.token)
-    assert hello == {"version": 1, "pid": textstats.proc.pid,
+    assert hello == {"version": 2, "pid": textstats.proc.pid,
                      "python": interpreter_version(python), "capacity": 4}
 
 
@@ -340,7 +340,7 @@ def test_too_large_result(spawn: Callable[..., WorkerProcess]) -> None:
         # A request up to limit + 64 KiB is accepted...
         assert c.call("echo", {"value": "z" * (limit + 1000)}).kind == "TOO_LARGE"
         # ...one over it is a bad frame.
-        c.send_raw(struct.pack(">IBBHQ", limit + 64 * 1024 + 1, 1, EXECUTE, 0, 9))
+        c.send_raw(struct.pack(">IBBHQ", limit + 64 * 1024 + 1, 2, EXECUTE, 0, 9))
         assert "exceeds the limit" in c.expect_protocol_error()
     assert_in_stderr(worker, "tool 'big' returned a 4097-byte result")
     with worker.connect() as again:
@@ -381,7 +381,7 @@ def assert_logged(worker: WorkerProcess, needle: str) -> None:
 @pytest.mark.parametrize("token", ["wrong-token", ""])
 def test_wrong_token_is_refused(textstats: WorkerProcess, token: str) -> None:
     with NativeClient(textstats.socket) as c:
-        c.send_frame(HELLO, 0, json.dumps({"version": 1, "token": token}).encode())
+        c.send_frame(HELLO, 0, json.dumps({"version": 2, "token": token}).encode())
         assert "wrong token" in c.expect_protocol_error()
     assert_logged(textstats, "wrong token")
     with textstats.connect() as c:  # still serving
@@ -390,20 +390,23 @@ def test_wrong_token_is_refused(textstats: WorkerProcess, token: str) -> None:
 
 def test_hello_without_token_or_with_another_version(textstats: WorkerProcess) -> None:
     with NativeClient(textstats.socket) as c:
-        c.send_frame(HELLO, 0, b'{"version": 1}')
+        c.send_frame(HELLO, 0, b'{"version": 2}')
         assert "wrong token" in c.expect_protocol_error()
+    with NativeClient(textstats.socket) as c:  # a version 1 runtime, in the HELLO body
+        c.send_frame(HELLO, 0, json.dumps({"version": 1, "token": textstats.token}).encode())
+        assert c.expect_protocol_error() == "wire version 1, this side speaks 2"
+    with NativeClient(textstats.socket) as c:  # ... or in the header
+        c.send_frame(HELLO, 0, json.dumps({"version": 2, "token": textstats.token}).encode(),
+                     version=1)
+        assert c.expect_protocol_error() == "wire version 1, this side speaks 2"
     with NativeClient(textstats.socket) as c:
-        c.send_frame(HELLO, 0, json.dumps({"version": 2, "token": textstats.token}).encode())
-        assert c.expect_protocol_error() == "wire version 2, this side speaks 1"
+        c.send_frame(HELLO, 0, json.dumps({"version": 3, "token": textstats.token}).encode())
+        assert c.expect_protocol_error() == "wire version 3, this side speaks 2"
     with NativeClient(textstats.socket) as c:
-        c.send_frame(HELLO, 0, json.dumps({"version": 1, "token": textstats.token}).encode(),
-                     version=2)
-        assert c.expect_protocol_error() == "wire version 2, this side speaks 1"
-    with NativeClient(textstats.socket) as c:
-        c.send_frame(HELLO, 3, json.dumps({"version": 1, "token": textstats.token}).encode())
+        c.send_frame(HELLO, 3, json.dumps({"version": 2, "token": textstats.token}).encode())
         assert "stream 0" in c.expect_protocol_error()
     with NativeClient(textstats.socket) as c:  # an enormous HELLO is not read
-        c.send_raw(struct.pack(">IBBHQ", 1 << 20, 1, HELLO, 0, 0))
+        c.send_raw(struct.pack(">IBBHQ", 1 << 20, 2, HELLO, 0, 0))
         assert "HELLO frame of 1048576 bytes exceeds the limit of 65536" in (
             c.expect_protocol_error())
 
@@ -427,10 +430,10 @@ def test_first_frame_must_be_hello(textstats: WorkerProcess, frame: bytes) -> No
 @pytest.mark.parametrize(
     "data, needle",
     [
-        (struct.pack(">IBBHQ", 0, 2, REQUEST, 0, 1), "wire version 2, this side speaks 1"),
-        (struct.pack(">IBBHQ", 0, 1, 42, 0, 1), "unknown frame type 42"),
-        (struct.pack(">IBBHQ", 0, 1, EXECUTE, 1, 1), "flags 0x0001 not allowed"),
-        (struct.pack(">IBBHQ", 0xFFFFFFFF, 1, EXECUTE, 0, 1), "exceeds the limit"),
+        (struct.pack(">IBBHQ", 0, 1, REQUEST, 0, 1), "wire version 1, this side speaks 2"),
+        (struct.pack(">IBBHQ", 0, 2, 42, 0, 1), "unknown frame type 42"),
+        (struct.pack(">IBBHQ", 0, 2, EXECUTE, 1, 1), "flags 0x0001 not allowed"),
+        (struct.pack(">IBBHQ", 0xFFFFFFFF, 2, EXECUTE, 0, 1), "exceeds the limit"),
         (b"GET / HTTP/1.1\r\nHost: worker\r\n\r\n", "wire version 47"),
         (encode_frame(HELLO, 0, b"{}"), "unexpected HELLO frame"),
         (encode_frame(RESULT, 1, b"1"), "unexpected RESULT frame"),
@@ -499,9 +502,9 @@ def test_describe(client: NativeClient) -> None:
     assert set(tools) == {"char_count", "fail", "reverse_bytes", "slow_word_count",
                           "top_words", "word_count"}
     top = tools["top_words"]
-    assert set(top) == {"name", "doc", "is_async", "params"}
+    assert set(top) == {"name", "doc", "is_async", "is_generator", "params"}
     assert "most frequent" in top["doc"]
-    assert top["is_async"] is False
+    assert top["is_async"] is False and top["is_generator"] is False
     assert top["params"] == [
         {"name": "text", "annotation": "str", "required": True, "default_json": "",
          "kind": "POSITIONAL_OR_KEYWORD"},
@@ -514,7 +517,7 @@ def test_describe(client: NativeClient) -> None:
 
 def test_health(client: NativeClient, textstats: WorkerProcess, python: str) -> None:
     free_threaded = interpreter(python)["free_threaded"]
-    assert client.request("health") == {"ok": True, "protocol_version": 1,
+    assert client.request("health") == {"ok": True, "protocol_version": 2,
                                         "pid": textstats.proc.pid,
                                         "gil_enabled": not free_threaded,
                                         "gil_enabled_by": "", "gil_enabled_when": "",

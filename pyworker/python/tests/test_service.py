@@ -110,7 +110,7 @@ def test_payloads() -> None:
     free_threaded = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
     gil_on = getattr(sys, "_is_gil_enabled", lambda: True)()
     assert health_payload(True) == {
-        "ok": True, "protocol_version": 1, "pid": os.getpid(),
+        "ok": True, "protocol_version": 2, "pid": os.getpid(),
         "gil_enabled": gil_on, "gil_enabled_by": "", "gil_enabled_when": "",
         "free_threaded_build": free_threaded,
     }

@@ -1,4 +1,5 @@
-"""snakepit.wire: headers, the frame reader and EXECUTE bodies (no sockets)."""
+"""snakepit.wire: headers, the frame reader, EXECUTE / CALLBACK / CREDIT
+bodies (no sockets)."""
 
 from __future__ import annotations
 
@@ -57,14 +58,18 @@ def frames(reader: wire.FrameReader) -> list:
 
 def test_header_layout_is_big_endian_16_bytes() -> None:
     header = wire.pack_header(wire.RESULT, 0x0102030405060708, 0x0A0B0C0D, flags=wire.FLAG_RAW)
-    assert header == bytes.fromhex("0a0b0c0d" "01" "04" "0001" "0102030405060708")
+    assert header == bytes.fromhex("0a0b0c0d" "02" "04" "0001" "0102030405060708")
     assert wire.HEADER_SIZE == 16
-    assert wire.unpack_header(header) == (0x0A0B0C0D, 1, wire.RESULT, 1, 0x0102030405060708)
+    assert wire.unpack_header(header) == (0x0A0B0C0D, 2, wire.RESULT, 1, 0x0102030405060708)
 
 
 def test_constants_match_the_spec() -> None:
+    assert wire.VERSION == 2
     assert (wire.HELLO, wire.HELLO_OK, wire.EXECUTE, wire.RESULT, wire.ERROR, wire.CANCEL,
-            wire.REQUEST, wire.REPLY, wire.PROTOCOL_ERROR) == tuple(range(1, 10))
+            wire.REQUEST, wire.REPLY, wire.PROTOCOL_ERROR, wire.CHUNK, wire.CREDIT,
+            wire.CALLBACK, wire.CALLBACK_RESULT, wire.CALLBACK_ERROR) == tuple(range(1, 15))
+    assert wire.type_name(wire.CALLBACK_ERROR) == "CALLBACK_ERROR"
+    assert "session_end" in wire.OPS
     assert wire.frame_limit(1000) == 1000 + 64 * 1024
     assert wire.type_name(wire.PROTOCOL_ERROR) == "PROTOCOL_ERROR"
     assert wire.type_name(77) == "type 77"
@@ -76,22 +81,26 @@ def test_pack_header_rejects_oversized_length() -> None:
 
 
 def test_check_header_accepts_valid() -> None:
-    wire.check_header(10, 1, wire.EXECUTE, 0, 10)
-    wire.check_header(0, 1, wire.RESULT, wire.FLAG_RAW, 10)
+    wire.check_header(10, 2, wire.EXECUTE, 0, 10)
+    for frame_type in (wire.RESULT, wire.CHUNK, wire.CALLBACK_RESULT):
+        wire.check_header(0, 2, frame_type, wire.FLAG_RAW, 10)
 
 
 @pytest.mark.parametrize(
     "length, version, frame_type, flags, error, needle",
     [
-        (0, 2, wire.EXECUTE, 0, wire.VersionMismatch, "wire version 2, this side speaks 1"),
+        (0, 1, wire.EXECUTE, 0, wire.VersionMismatch, "wire version 1, this side speaks 2"),
         (0, 0, wire.HELLO, 0, wire.VersionMismatch, "wire version 0"),
-        (0, 1, 0, 0, wire.WireError, "unknown frame type 0"),
-        (0, 1, 10, 0, wire.WireError, "unknown frame type 10"),
-        (0, 1, 255, 0, wire.WireError, "unknown frame type 255"),
-        (0, 1, wire.EXECUTE, 1, wire.WireError, "flags 0x0001 not allowed on a EXECUTE frame"),
-        (0, 1, wire.RESULT, 2, wire.WireError, "flags 0x0002 not allowed on a RESULT frame"),
-        (0, 1, wire.RESULT, 0x8001, wire.WireError, "not allowed"),
-        (11, 1, wire.EXECUTE, 0, wire.WireError, "EXECUTE frame of 11 bytes exceeds the limit of 10"),
+        (0, 2, 0, 0, wire.WireError, "unknown frame type 0"),
+        (0, 2, 15, 0, wire.WireError, "unknown frame type 15"),
+        (0, 2, 255, 0, wire.WireError, "unknown frame type 255"),
+        (0, 2, wire.EXECUTE, 1, wire.WireError, "flags 0x0001 not allowed on a EXECUTE frame"),
+        (0, 2, wire.RESULT, 2, wire.WireError, "flags 0x0002 not allowed on a RESULT frame"),
+        (0, 2, wire.RESULT, 0x8001, wire.WireError, "not allowed"),
+        (0, 2, wire.CREDIT, 1, wire.WireError, "flags 0x0001 not allowed on a CREDIT frame"),
+        (0, 2, wire.CALLBACK, 1, wire.WireError, "flags 0x0001 not allowed on a CALLBACK frame"),
+        (0, 2, wire.CALLBACK_ERROR, 1, wire.WireError, "not allowed on a CALLBACK_ERROR"),
+        (11, 2, wire.EXECUTE, 0, wire.WireError, "EXECUTE frame of 11 bytes exceeds the limit of 10"),
     ],
 )
 def test_check_header_rejects(length: int, version: int, frame_type: int, flags: int,
@@ -184,9 +193,9 @@ def test_reader_rejects_oversized_before_reading_the_body() -> None:
 @pytest.mark.parametrize(
     "data, needle",
     [
-        (struct.pack(">IBBHQ", 0, 2, wire.HELLO, 0, 0), "wire version 2"),
-        (struct.pack(">IBBHQ", 0, 1, 42, 0, 0), "unknown frame type 42"),
-        (struct.pack(">IBBHQ", 0, 1, wire.CANCEL, 4, 0), "flags 0x0004"),
+        (struct.pack(">IBBHQ", 0, 1, wire.HELLO, 0, 0), "wire version 1, this side speaks 2"),
+        (struct.pack(">IBBHQ", 0, 2, 42, 0, 0), "unknown frame type 42"),
+        (struct.pack(">IBBHQ", 0, 2, wire.CANCEL, 4, 0), "flags 0x0004"),
         (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "wire version 47"),
         (b"\x00" * 16, "wire version 0"),
     ],
@@ -200,6 +209,13 @@ def test_reader_rejects_bad_headers(data: bytes, needle: str) -> None:
 def test_reader_accepts_raw_result_flag() -> None:
     data = wire.encode_frame(wire.RESULT, 9, b"\x01", flags=wire.FLAG_RAW)
     assert frames(reader_for(data)) == [(wire.RESULT, 1, 9, b"\x01")]
+
+
+def test_reader_accepts_raw_chunk_and_callback_result() -> None:
+    data = (wire.encode_frame(wire.CHUNK, 3, b"\x02", flags=wire.FLAG_RAW)
+            + wire.encode_frame(wire.CALLBACK_RESULT, 4, b"\x03", flags=wire.FLAG_RAW))
+    assert frames(reader_for(data)) == [(wire.CHUNK, 1, 3, b"\x02"),
+                                        (wire.CALLBACK_RESULT, 1, 4, b"\x03")]
 
 
 # ------------------------------------------------------------------- bodies
@@ -295,3 +311,74 @@ def test_execute_body_raw_args_and_order() -> None:
 def test_encode_frame_joins_parts() -> None:
     frame = wire.encode_frame(wire.EXECUTE, 3, [b"ab", b"c"])
     assert frame == wire.pack_header(wire.EXECUTE, 3, 3) + b"abc"
+
+
+# ------------------------------------------------------- streams, callbacks
+
+
+def test_parse_execute_stream_and_session() -> None:
+    body = b"".join(wire.execute_body("t", {"a": 1}, window=8, session="s-1"))
+    call = wire.parse_execute(body)
+    assert (call.window, call.session) == (8, "s-1")
+    plain = wire.parse_execute(b"".join(wire.execute_body("t")))
+    assert (plain.window, plain.session) == (None, "")
+    # Out-of-range windows are the server's to refuse (BAD_ARGUMENTS), not bad frames.
+    assert wire.parse_execute(_body({"tool": "t", "stream": 0})).window == 0
+    assert wire.parse_execute(_body({"tool": "t", "stream": None, "session": None})).window is None
+    independent = native_client.execute_body("t", {}, window=3, session="s")
+    assert wire.parse_execute(independent)[5:] == (3, "s")
+
+
+@pytest.mark.parametrize(
+    "meta, needle",
+    [
+        ({"tool": "t", "stream": "4"}, "'stream' must be an integer"),
+        ({"tool": "t", "stream": 1.5}, "'stream' must be an integer"),
+        ({"tool": "t", "stream": True}, "'stream' must be an integer"),
+        ({"tool": "t", "session": 5}, "'session' must be a string"),
+    ],
+)
+def test_parse_execute_rejects_bad_stream_and_session(meta: dict, needle: str) -> None:
+    with pytest.raises(wire.WireError, match=needle):
+        wire.parse_execute(_body(meta))
+
+
+def test_callback_body_round_trip() -> None:
+    parts = wire.callback_body("lookup", "r-1", b'{"k":[1,2]}', {"data": b"\x00" * 5, "e": b""})
+    body = b"".join(parts)
+    call = wire.parse_callback(memoryview(body))
+    assert call == wire.CallbackCall("lookup", "r-1", {"k": [1, 2]},
+                                     {"data": b"\x00" * 5, "e": b""})
+    # The layout is EXECUTE's: the independent client's parser reads it too.
+    meta, binary = native_client.Frame(native_client.CALLBACK, 0, 1, body).callback()
+    assert meta == {"name": "lookup", "parent": "r-1", "bin": [["data", 5], ["e", 0]],
+                    "args": {"k": [1, 2]}}
+    assert binary == {"data": b"\x00" * 5, "e": b""}
+
+
+@pytest.mark.parametrize(
+    "meta, tail, needle",
+    [
+        ({"parent": "p"}, b"", "'name' must be a non-empty string"),
+        ({"name": "", "parent": "p"}, b"", "'name' must be a non-empty string"),
+        ({"name": "n", "parent": 3}, b"", "'parent' must be a string"),
+        ({"name": "n", "bin": [["a", 2]]}, b"a", "runs past the end of the"),
+        ({"name": "n"}, b"x", "CALLBACK body has 1 bytes after"),
+    ],
+)
+def test_parse_callback_rejects(meta: dict, tail: bytes, needle: str) -> None:
+    with pytest.raises(wire.WireError, match=needle):
+        wire.parse_callback(_body(meta, tail))
+
+
+def test_credit_body() -> None:
+    assert wire.credit_body(1) == b"\x00\x00\x00\x01"
+    assert wire.parse_credit(memoryview(wire.credit_body(0xFFFFFFFF))) == 0xFFFFFFFF
+    for bad in (0, -1, 1 << 32):
+        with pytest.raises(ValueError):
+            wire.credit_body(bad)
+    with pytest.raises(wire.WireError, match="CREDIT of 0 chunks"):
+        wire.parse_credit(b"\x00\x00\x00\x00")
+    for body in (b"", b"\x00\x01", b"\x00\x00\x00\x01\x00"):
+        with pytest.raises(wire.WireError, match="it must be a 4-byte count"):
+            wire.parse_credit(body)

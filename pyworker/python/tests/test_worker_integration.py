@@ -50,7 +50,7 @@ def test_ready_payload(spawn: Spawn) -> None:
     worker = spawn("examples.textstats")
     ready = worker.wait_ready()
     assert ready == {
-        "protocol": 1,
+        "protocol": 2,
         "pid": worker.proc.pid,
         "python": platform.python_version(),
         "transport": "grpc",

@@ -39,6 +39,21 @@ class WorkerStub(object):
                 request_serializer=snakepit_dot_v1_dot_worker__pb2.ShutdownRequest.SerializeToString,
                 response_deserializer=snakepit_dot_v1_dot_worker__pb2.ShutdownReply.FromString,
                 )
+        self.ExecuteStream = channel.stream_stream(
+                '/snakepit.v1.Worker/ExecuteStream',
+                request_serializer=snakepit_dot_v1_dot_worker__pb2.StreamControl.SerializeToString,
+                response_deserializer=snakepit_dot_v1_dot_worker__pb2.StreamMessage.FromString,
+                )
+        self.Callbacks = channel.stream_stream(
+                '/snakepit.v1.Worker/Callbacks',
+                request_serializer=snakepit_dot_v1_dot_worker__pb2.CallbackReply.SerializeToString,
+                response_deserializer=snakepit_dot_v1_dot_worker__pb2.CallbackRequest.FromString,
+                )
+        self.EndSession = channel.unary_unary(
+                '/snakepit.v1.Worker/EndSession',
+                request_serializer=snakepit_dot_v1_dot_worker__pb2.EndSessionRequest.SerializeToString,
+                response_deserializer=snakepit_dot_v1_dot_worker__pb2.EndSessionReply.FromString,
+                )
 
 
 class WorkerServicer(object):
@@ -79,6 +94,35 @@ class WorkerServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExecuteStream(self, request_iterator, context):
+        """ExecuteStream runs a tool whose results flow: the client sends
+        StreamControl.start first, then credits (and at most one cancel); the
+        worker sends a chunk per item it was given credit for, then exactly one
+        final message (end or error) and closes the RPC. A cancel closes the
+        generator on the thread running it and is acknowledged by that final
+        message (error kind CANCELLED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Callbacks(self, request_iterator, context):
+        """Callbacks is opened by the runtime once per connection, right after it
+        connected: the worker sends the callbacks its tools make
+        (snakepit.call / snakepit.acall) and the runtime answers each, matched by id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EndSession(self, request, context):
+        """EndSession runs the adapter's session-end hook for session_id (after
+        that session's running calls end) and drops its state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -106,6 +150,21 @@ def add_WorkerServicer_to_server(servicer, server):
                     servicer.Shutdown,
                     request_deserializer=snakepit_dot_v1_dot_worker__pb2.ShutdownRequest.FromString,
                     response_serializer=snakepit_dot_v1_dot_worker__pb2.ShutdownReply.SerializeToString,
+            ),
+            'ExecuteStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.ExecuteStream,
+                    request_deserializer=snakepit_dot_v1_dot_worker__pb2.StreamControl.FromString,
+                    response_serializer=snakepit_dot_v1_dot_worker__pb2.StreamMessage.SerializeToString,
+            ),
+            'Callbacks': grpc.stream_stream_rpc_method_handler(
+                    servicer.Callbacks,
+                    request_deserializer=snakepit_dot_v1_dot_worker__pb2.CallbackReply.FromString,
+                    response_serializer=snakepit_dot_v1_dot_worker__pb2.CallbackRequest.SerializeToString,
+            ),
+            'EndSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.EndSession,
+                    request_deserializer=snakepit_dot_v1_dot_worker__pb2.EndSessionRequest.FromString,
+                    response_serializer=snakepit_dot_v1_dot_worker__pb2.EndSessionReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -199,5 +258,56 @@ class Worker(object):
         return grpc.experimental.unary_unary(request, target, '/snakepit.v1.Worker/Shutdown',
             snakepit_dot_v1_dot_worker__pb2.ShutdownRequest.SerializeToString,
             snakepit_dot_v1_dot_worker__pb2.ShutdownReply.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ExecuteStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(request_iterator, target, '/snakepit.v1.Worker/ExecuteStream',
+            snakepit_dot_v1_dot_worker__pb2.StreamControl.SerializeToString,
+            snakepit_dot_v1_dot_worker__pb2.StreamMessage.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def Callbacks(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(request_iterator, target, '/snakepit.v1.Worker/Callbacks',
+            snakepit_dot_v1_dot_worker__pb2.CallbackReply.SerializeToString,
+            snakepit_dot_v1_dot_worker__pb2.CallbackRequest.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def EndSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/snakepit.v1.Worker/EndSession',
+            snakepit_dot_v1_dot_worker__pb2.EndSessionRequest.SerializeToString,
+            snakepit_dot_v1_dot_worker__pb2.EndSessionReply.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
