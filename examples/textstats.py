@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import Counter
-from typing import List
+from typing import Iterator, List
 
 import snakepit
 
@@ -60,3 +60,31 @@ async def slow_word_count(text: str, delay: float = 0.1) -> int:
     the worker (an ``async`` tool runs on the event loop)."""
     await asyncio.sleep(delay)
     return len(text.split())
+
+
+@snakepit.tool
+def words(text: str) -> Iterator[str]:
+    """Yield the words of ``text`` one at a time (a stream: ``rt.Stream``)."""
+    for word in _words(text):
+        yield word
+
+
+@snakepit.tool
+def shout_words(text: str) -> List[str]:
+    """Ask the Go function registered as ``"shout"`` to transform each word
+    (a callback: ``rt.Register``)."""
+    return [snakepit.call("shout", Word=word) for word in _words(text)]
+
+
+def on_session_start(session: snakepit.Session) -> None:
+    """A session's first call on this worker: its notes start empty."""
+    session.state["notes"] = []
+
+
+@snakepit.tool
+def note(text: str) -> int:
+    """Keep ``text`` in the current session's state; return how many it has
+    (``rt.OpenSession``)."""
+    notes = snakepit.current_session().state["notes"]
+    notes.append(text)
+    return len(notes)

@@ -60,7 +60,7 @@ func run(root string, calls int) error {
 
 	steps := []func(context.Context, *snakepit.Runtime) error{
 		firstCall, func(ctx context.Context, rt *snakepit.Runtime) error { return concurrent(ctx, rt, calls) },
-		pythonError, classAdapter, killWorker, rollingRestart,
+		pythonError, classAdapter, streamsCallbacksSessions, killWorker, rollingRestart,
 	}
 	for _, step := range steps {
 		if err := step(ctx, rt); err != nil {
@@ -158,6 +158,56 @@ func classAdapter(ctx context.Context, rt *snakepit.Runtime) error {
 		fmt.Printf("score(%q) = %+.2f\n", text, score)
 	}
 	return nil
+}
+
+func streamsCallbacksSessions(ctx context.Context, rt *snakepit.Runtime) error {
+	section("streams, callbacks and sessions")
+	var got []string
+	for chunk, err := range rt.Stream(ctx, "text", "words", map[string]any{"text": "streams flow one word at a time"}) {
+		if err != nil {
+			return err
+		}
+		var w string
+		if err := chunk.Decode(&w); err != nil {
+			return err
+		}
+		if got = append(got, w); len(got) == 3 {
+			break // Python closes the generator, on its thread, before the loop ends
+		}
+	}
+	fmt.Printf("stream of words, break after 3: %q\n", got)
+
+	if err := rt.Register("shout", func(_ context.Context, a struct{ Word string }) (string, error) {
+		return strings.ToUpper(a.Word) + "!", nil
+	}, "text"); err != nil {
+		return err
+	}
+	res, err := rt.Call(ctx, "text", "shout_words", map[string]any{"text": "python calls go"})
+	if err != nil {
+		return err
+	}
+	var shouted []string
+	if err := res.Decode(&shouted); err != nil {
+		return err
+	}
+	fmt.Printf("Python called the Go function \"shout\" per word: %q\n", shouted)
+
+	s, err := rt.OpenSession(ctx, "text", snakepit.SessionOptions{Mode: snakepit.SessionStrict})
+	if err != nil {
+		return err
+	}
+	var n int
+	for _, text := range []string{"first", "second", "third"} {
+		res, err := s.Call(ctx, "note", map[string]any{"text": text})
+		if err != nil {
+			return err
+		}
+		if err := res.Decode(&n); err != nil {
+			return err
+		}
+	}
+	fmt.Printf("session %s on %s: its Python state holds %d notes\n", s.ID(), s.Worker(), n)
+	return s.Close(ctx)
 }
 
 func killWorker(ctx context.Context, rt *snakepit.Runtime) error {
