@@ -32,6 +32,7 @@ test-python:
 bench: setup
 	$(GO) run ./bench/callbench
 	$(GO) run ./bench/recyclebench
+	$(GO) run ./bench/streambench
 
 proto:
 	scripts/gen-proto.sh
