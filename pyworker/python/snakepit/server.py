@@ -677,6 +677,8 @@ class WorkerServer(WorkerCore):
                 final, message = await out.get()
                 if final:
                     finished = True
+                elif call.cancelled:
+                    continue  # the consumer left: its queued chunks would only be read and dropped
                 await write(message)
                 if final:
                     return
