@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/snakepit-go/snakepit"
 )
 
@@ -103,18 +101,7 @@ func TestRestartsLeakNothing(t *testing.T) {
 	if n, err := strconv.Atoi(os.Getenv("SNAKEPIT_TEST_RESTARTS")); err == nil {
 		restarts = n
 	}
-	before := goleak.IgnoreCurrent()
-	defer func() {
-		// protoactor's dead-letter throttle keeps a goroutine for one 1 s
-		// period after a dead letter: goroutines get 10 s to end.
-		var err error
-		for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
-			if err = goleak.Find(before); err == nil {
-				return
-			}
-		}
-		t.Error(err)
-	}()
+	defer checkNoLeaks(t)()
 	fds := openFDs(t)
 	p := pool(t, "p", "echo_tools", 1)
 	p.Restart = snakepit.RestartPolicy{MaxRestarts: 100_000, InitialBackoff: time.Millisecond, MaxBackoff: time.Millisecond}

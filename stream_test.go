@@ -16,8 +16,9 @@ import (
 )
 
 // checkNoLeaks records the goroutines running now; the returned func fails
-// the test if others are still running after the runtime stopped (within
-// the 10 s protoactor's dead-letter throttle may hold one).
+// the test if others are still running 10 s later: protoactor's
+// dead-letter throttle keeps a goroutine for one 1 s period after a dead
+// letter, so goroutines get that long to end.
 func checkNoLeaks(t *testing.T) func() {
 	before := goleak.IgnoreCurrent()
 	return func() {

@@ -47,7 +47,7 @@ import inspect
 import logging
 import threading
 import time
-from typing import Any, Awaitable, Callable, Dict, List, Optional
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
 
 from snakepit.adapter import SESSION_END_HOOK, SESSION_START_HOOK, LoadedAdapter, adapter_hook
 from snakepit.cancellation import _CURRENT, CallContext
@@ -160,22 +160,29 @@ class SessionRegistry:
             for callback in ready:
                 _fire(callback, session)
 
+    def _claim(self, session: Session) -> "Tuple[bool, Optional[concurrent.futures.Future[None]], bool]":
+        """``(open, starting, mine)``: the session is open (this call is
+        counted in), or its start is under way (``starting`` resolves when
+        it ends) and ``mine`` says whether this call must run the hook."""
+        with self._lock:
+            if session._open:
+                session.calls += 1
+                return True, None, False
+            waiting = session._starting
+            if waiting is None:
+                waiting = session._starting = concurrent.futures.Future()
+                return False, waiting, True
+            return False, waiting, False
+
     def open_sync(self, call: CallContext) -> Optional[CallError]:
         """Start ``call.session`` if this is its first call here: run the
         start hook on this thread (an ``async`` hook through run_blocking).
         None when the session is open; else the call's TOOL_EXCEPTION."""
         session: Session = call.session
         while True:
-            with self._lock:
-                if session._open:
-                    session.calls += 1
-                    return None
-                waiting = session._starting
-                if waiting is None:
-                    waiting = session._starting = concurrent.futures.Future()
-                    mine = True
-                else:
-                    mine = False
+            opened, waiting, mine = self._claim(session)
+            if opened:
+                return None
             if not mine:
                 waiting.result()  # another call runs the hook; then look again
                 continue
@@ -190,16 +197,9 @@ class SessionRegistry:
         hook runs on the loop's thread, an ``async`` one is awaited)."""
         session: Session = call.session
         while True:
-            with self._lock:
-                if session._open:
-                    session.calls += 1
-                    return None
-                waiting = session._starting
-                if waiting is None:
-                    waiting = session._starting = concurrent.futures.Future()
-                    mine = True
-                else:
-                    mine = False
+            opened, waiting, mine = self._claim(session)
+            if opened:
+                return None
             if not mine:
                 await asyncio.wrap_future(waiting)
                 continue

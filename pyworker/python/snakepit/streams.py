@@ -239,15 +239,25 @@ def _pump_sync(
             item = next(gen)
         except StopIteration:
             return STREAM_END
-        if call.cancelled:  # the consumer left while the item was computed
-            return _stopped(tool, call)
-        try:
-            chunk = _chunk(tool, item, max_bytes)
-        except CallError as err:
-            return err
-        credit.take()
-        if not send(chunk):
-            return _gone(tool)
+        final = _deliver(tool, item, call, credit, send, max_bytes)
+        if final is not None:
+            return final
+
+
+def _deliver(
+    tool: Tool, item: Any, call: CallContext, credit: StreamCredit, send: SendChunk,
+    max_bytes: int,
+) -> Optional[Outcome]:
+    """Send one yielded item as a chunk (the credit was there): None when it
+    went, else the stream's final Outcome."""
+    if call.cancelled:  # the consumer left while the item was computed
+        return _stopped(tool, call)
+    try:
+        chunk = _chunk(tool, item, max_bytes)
+    except CallError as err:
+        return err
+    credit.take()
+    return None if send(chunk) else _gone(tool)
 
 
 def _plain_sync(
@@ -320,15 +330,9 @@ async def _pump_async(
             item = await agen.__anext__()
         except StopAsyncIteration:
             return STREAM_END
-        if call.cancelled:
-            return _stopped(tool, call)
-        try:
-            chunk = _chunk(tool, item, max_bytes)
-        except CallError as err:
-            return err
-        credit.take()
-        if not send(chunk):
-            return _gone(tool)
+        final = _deliver(tool, item, call, credit, send, max_bytes)
+        if final is not None:
+            return final
 
 
 async def _plain_async(
