@@ -61,7 +61,7 @@ func (rt *Runtime) inspectPool(ctx context.Context, h PoolHealth, now time.Time)
 func poolReport(h PoolHealth, now time.Time) telemetry.PoolReport {
 	p := telemetry.PoolReport{Name: h.Name, Profile: h.Profile, Size: h.Size, Ready: h.Ready, Failed: h.Failed,
 		FailReason: h.Reason, Queued: h.Queued, QueueSize: h.QueueSize, NoFreeCapacity: h.NoFreeCapacity,
-		Saturated: h.Saturated, Recycles: map[string]int64{}, Requests: h.Requests, Restarts: h.Restarts}
+		Saturated: h.Saturated, Recycles: map[string]int64{}, Requests: h.Requests, Restarts: h.Restarts, Sessions: h.Sessions}
 	for k, v := range h.Recycles {
 		p.Recycles[k] = v
 	}
@@ -71,7 +71,7 @@ func poolReport(h PoolHealth, now time.Time) telemetry.PoolReport {
 			up = now.Sub(w.Started)
 		}
 		p.Workers = append(p.Workers, telemetry.WorkerReport{ID: w.ID, Pid: w.Pid, Ready: w.Ready, Capacity: w.Capacity,
-			Load: w.Load, Uptime: up, Requests: w.Requests, Restarts: w.Restarts, RSS: w.RSS, LastExit: w.LastExit,
+			Load: w.Load, Uptime: up, Requests: w.Requests, Restarts: w.Restarts, Sessions: w.Sessions, RSS: w.RSS, LastExit: w.LastExit,
 			Retiring: w.Retiring, Starting: w.Starting})
 	}
 	return p

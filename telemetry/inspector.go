@@ -60,6 +60,8 @@ type PoolReport struct {
 	// Recycles counts the recycles done, by reason ("age", "requests",
 	// "memory", "memory-hard-limit", "manual", "profile").
 	Recycles map[string]int64 `json:"recycles"`
+	// Sessions counts the sessions open (Runtime.OpenSession).
+	Sessions int `json:"sessions"`
 	// Uptime is how long the pool has run; 0 when unknown. JSON:
 	// "uptime_seconds".
 	Uptime time.Duration `json:"-"`
@@ -98,6 +100,7 @@ type WorkerReport struct {
 	Uptime   time.Duration `json:"-"`
 	Requests int64         `json:"requests"` // calls its current process served
 	Restarts int           `json:"restarts"`
+	Sessions int           `json:"sessions"` // sessions bound to its current process
 	// RSS and PSS are its Python process's resident and proportional set
 	// sizes in bytes (PSS shares pages among the processes that map them);
 	// 0 when unknown.
