@@ -45,6 +45,7 @@ const breakAckWait = time.Second
 // worker is given back only once Python has acknowledged; a break waits for
 // that acknowledgement (up to a second). ctx bounds the whole stream (or
 // Config.CallTimeout when ctx has no deadline). Idempotent does not apply.
+// Each range over the sequence runs the tool anew.
 func (rt *Runtime) Stream(ctx context.Context, pool, tool string, args any, opts ...CallOption) iter.Seq2[*Result, error] {
 	return rt.stream(ctx, pool, tool, args, callOptions(opts))
 }
