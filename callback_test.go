@@ -187,10 +187,11 @@ func must(t *testing.T, err error) {
 // answer reaches the call that asked.
 func TestCallbacksConcurrentFromThreads(t *testing.T) {
 	eachTransport(t, func(t *testing.T) {
+		defer checkNoLeaks(t)()
 		const n = 100
 		p := pool(t, "p", "flow_tools", 1)
 		p.Profile, p.ThreadsPerWorker = "thread", n
-		rt, _ := start(t, p)
+		rt := startStoppable(t, p)
 		var inside atomic.Int64
 		all := make(chan struct{})
 		var once sync.Once
@@ -228,6 +229,7 @@ func TestCallbacksConcurrentFromThreads(t *testing.T) {
 		for err := range errs {
 			t.Error(err)
 		}
+		must(t, rt.Stop(callCtx(t)))
 	})
 }
 

@@ -73,7 +73,8 @@ func TestSessionFirstCallsShareOneWorker(t *testing.T) {
 // strict calls get ErrSessionLost, the one that was running too.
 func TestSessionLostWhenItsWorkerDies(t *testing.T) {
 	eachTransport(t, func(t *testing.T) {
-		rt, _ := start(t, pool(t, "p", "echo_tools", 2))
+		defer checkNoLeaks(t)()
+		rt := startStoppable(t, pool(t, "p", "echo_tools", 2))
 		s := openSession(t, rt, "p", snakepit.SessionStrict)
 		r, err := s.Call(callCtx(t), "session_info", nil)
 		if err != nil {
@@ -108,6 +109,7 @@ func TestSessionLostWhenItsWorkerDies(t *testing.T) {
 		if _, err := s2.Call(callCtx(t), "session_info", nil); err != nil {
 			t.Fatal(err)
 		}
+		must(t, rt.Stop(callCtx(t)))
 	})
 }
 

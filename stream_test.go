@@ -32,14 +32,16 @@ func checkNoLeaks(t *testing.T) func() {
 	}
 }
 
-// startNoCleanup starts a runtime the test stops itself.
-func startNoCleanup(t *testing.T, pools ...snakepit.PoolConfig) *snakepit.Runtime {
+// startStoppable starts a runtime the test stops itself, before its leak
+// check; should the test fail first, a cleanup stops it.
+func startStoppable(t *testing.T, pools ...snakepit.PoolConfig) *snakepit.Runtime {
 	t.Helper()
 	log, buf := testLogger(t)
 	rt, err := snakepit.Start(callCtx(t), snakepit.Config{Pools: pools, Logger: log})
 	if err != nil {
 		t.Fatalf("Start: %v\nlogs:\n%s", err, buf.String())
 	}
+	t.Cleanup(func() { _ = rt.Stop(context.Background()) }) // a no-op once stopped
 	return rt
 }
 
@@ -91,7 +93,7 @@ func TestStreamYieldsInOrderThenEnds(t *testing.T) {
 func TestStreamBreakClosesTheGenerator(t *testing.T) {
 	eachTransport(t, func(t *testing.T) {
 		defer checkNoLeaks(t)()
-		rt := startNoCleanup(t, pool(t, "p", "flow_tools", 1), pool(t, "e", "echo_tools", 1))
+		rt := startStoppable(t, pool(t, "p", "flow_tools", 1), pool(t, "e", "echo_tools", 1))
 		for _, window := range []int{1, 2, 32} {
 			marker := filepath.Join(t.TempDir(), "finally")
 			n := 0
