@@ -29,7 +29,8 @@ def test_module_adapter_discovers_marked_functions() -> None:
     loaded = load_adapter("examples.textstats")
     assert loaded.instance is None
     assert loaded.tool_names() == [
-        "char_count", "fail", "reverse_bytes", "slow_word_count", "top_words", "word_count",
+        "char_count", "fail", "note", "reverse_bytes", "shout_words", "slow_word_count",
+        "top_words", "word_count", "words",
     ]
     assert loaded.tools["slow_word_count"].is_async
     assert not loaded.tools["word_count"].is_async

@@ -24,7 +24,7 @@ def test_find_tool_unknown_lists_available_sorted() -> None:
     assert info.value.kind is ErrorKind.UNKNOWN_TOOL
     assert "'nope'" in info.value.message
     assert info.value.message.endswith(
-        "char_count, fail, reverse_bytes, slow_word_count, top_words, word_count"
+        "char_count, fail, note, reverse_bytes, shout_words, slow_word_count, top_words, word_count, words"
     )
     with pytest.raises(CallError) as info:
         find_tool(loaded, "")

@@ -284,7 +284,7 @@ def test_python_exception(client: NativeClient) -> None:
 def test_unknown_tool(client: NativeClient) -> None:
     err = client.call("nope", {}).error
     assert err["kind"] == "UNKNOWN_TOOL"
-    assert "char_count, fail, reverse_bytes, slow_word_count, top_words, word_count" in (
+    assert "char_count, fail, note, reverse_bytes, shout_words, slow_word_count, top_words, word_count, words" in (
         err["message"])
     assert err["type"] == "" and err["traceback"] == ""
     assert client.call("", {}).kind == "UNKNOWN_TOOL"
@@ -499,8 +499,8 @@ def test_describe(client: NativeClient) -> None:
     assert reply["adapter"] == "examples.textstats"
     tools = {t["name"]: t for t in reply["tools"]}
     assert [t["name"] for t in reply["tools"]] == sorted(tools)
-    assert set(tools) == {"char_count", "fail", "reverse_bytes", "slow_word_count",
-                          "top_words", "word_count"}
+    assert set(tools) == {"char_count", "fail", "note", "reverse_bytes", "shout_words",
+                          "slow_word_count", "top_words", "word_count", "words"}
     top = tools["top_words"]
     assert set(top) == {"name", "doc", "is_async", "is_generator", "params"}
     assert "most frequent" in top["doc"]

@@ -201,7 +201,7 @@ def test_unknown_tool(textstats: WorkerProcess) -> None:
     reply = textstats.execute("nope", {}, request_id="r-unknown")
     assert reply.request_id == "r-unknown"
     assert reply.error.kind == Kind.KIND_UNKNOWN_TOOL
-    assert "char_count, fail, reverse_bytes, slow_word_count, top_words, word_count" in (
+    assert "char_count, fail, note, reverse_bytes, shout_words, slow_word_count, top_words, word_count, words" in (
         reply.error.message)
     assert textstats.execute("", {}).error.kind == Kind.KIND_UNKNOWN_TOOL
 
@@ -261,8 +261,8 @@ def test_describe(textstats: WorkerProcess) -> None:
     assert reply.adapter == "examples.textstats"
     tools = {t.name: t for t in reply.tools}
     assert [t.name for t in reply.tools] == sorted(tools)
-    assert set(tools) == {"char_count", "fail", "reverse_bytes", "slow_word_count",
-                          "top_words", "word_count"}
+    assert set(tools) == {"char_count", "fail", "note", "reverse_bytes", "shout_words",
+                          "slow_word_count", "top_words", "word_count", "words"}
     top = tools["top_words"]
     assert "most frequent" in top.doc
     assert not top.is_async
