@@ -12,8 +12,9 @@
 // Every pool is a protoactor-go actor that routes calls to the least-loaded
 // worker with free capacity and queues them (bounded) when all are busy. Each
 // worker actor owns one Python process, started without a shell in its own
-// process group with a parent-death signal, reached over gRPC on a Unix
-// socket in a private directory, with a per-runtime token on every call. A
+// process group with a parent-death signal, reached over a Unix socket in a
+// private directory (framed messages, or gRPC per pool), with a per-runtime
+// token on every call. A
 // worker whose process dies is restarted with exponential backoff; a pool
 // whose workers fail faster than its restart intensity allows is reported
 // failed by Health. A worker whose adapter cannot be imported fails Start
@@ -21,6 +22,12 @@
 //
 // Every Call ends with a result or a typed error (see Call) within its
 // context's deadline. Stop drains calls and leaves no Python process behind.
+//
+// Beyond one request and one answer: Stream ranges over the items a Python
+// generator yields, under a bounded window (Go 1.23 iterators); Register
+// exposes Go functions that tools call with snakepit.call; OpenSession keeps
+// a line of calls, and Python state, on one worker
+// (docs/streams-callbacks-sessions.md).
 //
 // This package is the public API; the machinery lives in actors/ (pool and
 // worker actors), supervision/ (restart decisions), profiles/ (how workers
