@@ -31,8 +31,8 @@
 //
 // This package is the public API; the machinery lives in actors/ (pool and
 // worker actors), supervision/ (restart decisions), profiles/ (how workers
-// are made), telemetry/ (logging) and pyworker/ (the Python process, its
-// protocol and the Python package).
+// are made), telemetry/ (events, metrics, the inspector, log routing) and
+// pyworker/ (the Python process, its protocol and the Python package).
 package snakepit
 
 //go:generate go run ./internal/configdoc/cmd
