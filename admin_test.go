@@ -53,9 +53,11 @@ func TestAdminEndpoint(t *testing.T) {
 	_, _ = rt.Call(callCtx(t), "p", "raise_error", map[string]any{"message": "x"})
 
 	var metrics string
+	// A call's event is published just after its caller has the answer.
 	waitFor(t, "the metrics to count the calls", 10*time.Second, func() bool {
 		_, metrics = get(t, base+"/metrics")
-		return strings.Contains(metrics, `snakepit_requests_total{outcome="ok",pool="p",tool="echo"} 3`)
+		return strings.Contains(metrics, `snakepit_requests_total{outcome="ok",pool="p",tool="echo"} 3`) &&
+			strings.Contains(metrics, `snakepit_requests_total{outcome="python_error",pool="p",tool="raise_error"} 1`)
 	})
 	for _, want := range []string{
 		`snakepit_requests_total{outcome="python_error",pool="p",tool="raise_error"} 1`,
