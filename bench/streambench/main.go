@@ -315,42 +315,41 @@ func fromRun(m harness.Run) sample {
 // passed; elapsed runs from the Stream call to the last item taken (the
 // break that ends the loop is measured by breakPath, not here).
 func (b *bench) items(ctx context.Context, pool string, d time.Duration, opts ...snakepit.CallOption) (sample, error) {
-	n := 0
-	start := time.Now()
-	end, last := start.Add(d), start
-	for chunk, err := range b.rt.Stream(ctx, pool, "ints", map[string]any{}, opts...) {
-		if err != nil {
-			return sample{}, err
-		}
+	return b.drain(ctx, pool, "ints", map[string]any{}, d, func(n int, chunk *snakepit.Result) error {
 		var v int
 		if err := chunk.Decode(&v); err != nil {
-			return sample{}, err
+			return err
 		}
 		if v != n {
-			return sample{}, fmt.Errorf("item %d is %d", n, v)
+			return fmt.Errorf("item %d is %d", n, v)
 		}
-		n++
-		if last = time.Now(); !last.Before(end) {
-			break
-		}
-	}
-	if last.Before(end) {
-		return sample{}, errors.New("the endless stream ended")
-	}
-	return sample{units: n, elapsed: last.Sub(start)}, nil
+		return nil
+	}, opts...)
 }
 
 // blocks is items for the stream of bytes items.
 func (b *bench) blocks(ctx context.Context, pool string, d time.Duration) (sample, error) {
+	return b.drain(ctx, pool, "blocks", map[string]any{"size": b.o.block}, d, func(n int, chunk *snakepit.Result) error {
+		if data, raw := chunk.Bytes(); !raw || len(data) != b.o.block {
+			return fmt.Errorf("item %d: %d bytes (raw: %v), want %d", n, len(data), raw, b.o.block)
+		}
+		return nil
+	})
+}
+
+// drain takes the items of one endless stream of tool, each checked by
+// check, until d has passed.
+func (b *bench) drain(ctx context.Context, pool, tool string, args map[string]any, d time.Duration,
+	check func(n int, chunk *snakepit.Result) error, opts ...snakepit.CallOption) (sample, error) {
 	n := 0
 	start := time.Now()
 	end, last := start.Add(d), start
-	for chunk, err := range b.rt.Stream(ctx, pool, "blocks", map[string]any{"size": b.o.block}) {
+	for chunk, err := range b.rt.Stream(ctx, pool, tool, args, opts...) {
 		if err != nil {
 			return sample{}, err
 		}
-		if data, raw := chunk.Bytes(); !raw || len(data) != b.o.block {
-			return sample{}, fmt.Errorf("item %d: %d bytes (raw: %v), want %d", n, len(data), raw, b.o.block)
+		if err := check(n, chunk); err != nil {
+			return sample{}, err
 		}
 		n++
 		if last = time.Now(); !last.Before(end) {
