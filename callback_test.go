@@ -2,8 +2,11 @@ package snakepit_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
@@ -124,10 +127,8 @@ func TestCallbackContextFollowsTheCall(t *testing.T) {
 		}
 		select {
 		case err := <-ended:
-			// The deadline, or the cancel the caller sends as it passes:
-			// whichever the worker's side sees first.
-			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
-				t.Fatalf("the handler's context ended with %v", err)
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("the handler's context ended with %v, want the deadline", err)
 			}
 		case <-time.After(10 * time.Second):
 			t.Fatal("the handler's context did not end with the call's deadline")
@@ -302,4 +303,54 @@ func TestRegisterRefusesBadHandlers(t *testing.T) {
 	if err := rt.Register("ok", func(context.Context, []byte) ([]byte, error) { return nil, nil }, "p"); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestCallbackDeadlineIsADeadline: when the call's deadline passes while a
+// Go handler runs, the handler's context ends with DeadlineExceeded (the
+// caller's cancel, sent as its own deadline passes, used to beat the
+// worker's timer and end it Canceled) and the waiting tool, sync or async,
+// gets snakepit.Cancelled saying deadline — every time, whichever side
+// notices first (it used to get CallbackError CANCELLED at times).
+func TestCallbackDeadlineIsADeadline(t *testing.T) {
+	t.Parallel()
+	eachTransport(t, func(t *testing.T) {
+		rt, _ := start(t, pool(t, "p", "echo_tools", 1))
+		ended := make(chan error, 1)
+		must(t, rt.Register("wait", func(ctx context.Context, _ map[string]any) (any, error) {
+			<-ctx.Done()
+			ended <- ctx.Err()
+			return nil, ctx.Err()
+		}))
+		dir := t.TempDir()
+		for i := 0; i < 8; i++ {
+			tool := []string{"callback_caught", "acallback_caught"}[i%2]
+			path := filepath.Join(dir, fmt.Sprintf("caught-%d.json", i))
+			ctx, cancel := context.WithTimeout(callCtx(t), 300*time.Millisecond)
+			_, err := rt.Call(ctx, "p", tool, map[string]any{"name": "wait", "path": path})
+			cancel()
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("%s #%d: got %v, want DeadlineExceeded", tool, i, err)
+			}
+			select {
+			case err := <-ended:
+				if !errors.Is(err, context.DeadlineExceeded) {
+					t.Fatalf("%s #%d: the handler's context ended with %v, want DeadlineExceeded", tool, i, err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("%s #%d: the handler did not run, or its context did not end with the call", tool, i)
+			}
+			var caught struct {
+				Type             string `json:"type"`
+				DeadlineExceeded *bool  `json:"deadline_exceeded"`
+				Message          string `json:"message"`
+			}
+			waitFor(t, "the tool to record what it caught", 10*time.Second, func() bool {
+				data, err := os.ReadFile(path)
+				return err == nil && json.Unmarshal(data, &caught) == nil
+			})
+			if caught.Type != "Cancelled" || caught.DeadlineExceeded == nil || !*caught.DeadlineExceeded {
+				t.Fatalf("%s #%d: the tool caught %+v, want snakepit.Cancelled with deadline_exceeded", tool, i, caught)
+			}
+		}
+	})
 }

@@ -98,9 +98,12 @@ type (
 		on       bool
 		by, when string
 	}
+	// workerDown: the worker incarnation gen takes no more calls: its
+	// process died, or it is about to be killed (why says which).
 	workerDown struct {
 		worker *actor.PID
 		gen    uint64
+		why    string // "" : its process died
 	}
 	slotFreed struct {
 		worker *actor.PID
@@ -120,6 +123,10 @@ type (
 	// requeue hands a call back to the pool: it reached a worker incarnation
 	// that can no longer run it, and never reached Python.
 	requeue struct{ d *dispatch }
+	// retire asks a retiring worker to stop its process gracefully; the
+	// actor stops itself once the process is gone, so the pool's Terminated
+	// means the process has exited.
+	retire struct{}
 	// poolFailed is sent by the pool to itself when it must give up.
 	poolFailed struct{ err error }
 	// gilSwitchedOn: a free-threaded worker's GIL was switched on.
@@ -149,6 +156,8 @@ type (
 		err string
 	}
 	callDone struct{ id string }
+	// processGone: a retired worker's process has exited and been reaped.
+	processGone struct{}
 )
 
 // Reasons a worker actor fails with (the panic value its supervisor sees).

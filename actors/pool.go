@@ -449,17 +449,25 @@ func (p *poolActor) onReady(ctx actor.Context, m *workerReady) {
 	p.pump(ctx)
 }
 
+// onDown takes a worker incarnation out of routing: its process died, or it
+// is about to be killed. Its running calls are answered by their goroutines.
 func (p *poolActor) onDown(ctx actor.Context, m *workerDown) {
-	if w := p.byID[m.worker.Id]; w != nil && w.gen == m.gen {
-		w.ready, w.load = false, 0
-		for id, iw := range p.inflight {
-			if iw == w {
-				delete(p.inflight, id) // their goroutines answer the callers
-				p.sessionCallDone(id)
-			}
-		}
-		p.sessionsLost(ctx, w, m.gen, "its process died")
+	w := p.byID[m.worker.Id]
+	if w == nil || w.gen != m.gen {
+		return
 	}
+	if w.load > 0 && w.ready {
+		w.busy += time.Since(w.busySince)
+	}
+	w.ready, w.load = false, 0
+	for id, iw := range p.inflight {
+		if iw == w {
+			delete(p.inflight, id)
+			p.sessionCallDone(id)
+		}
+	}
+	p.sessionsLost(ctx, w, m.gen, orText(m.why, "its process died"))
+	p.answerDrainers(ctx)
 }
 
 func (p *poolActor) onFreed(ctx actor.Context, m *slotFreed) {

@@ -117,7 +117,10 @@ func (p *poolActor) onLifecycleQuery(ctx actor.Context) {
 // A worker already on its way out only answers to the hard memory limit.
 func (p *poolActor) onLifecycleReport(ctx actor.Context, r *lifecycleReport) {
 	for id, rss := range r.rss {
-		if w := p.byID[id]; w != nil {
+		// Not once a retired worker was told to stop: its process frees
+		// memory as it shuts down, and the recycle reports the figure
+		// from before.
+		if w := p.byID[id]; w != nil && !w.stopSent {
 			w.rss = rss
 		}
 	}
@@ -215,9 +218,15 @@ func (p *poolActor) promoteReplacement(ctx actor.Context, nw *worker) {
 
 func (p *poolActor) retireIfIdle(ctx actor.Context, w *worker) {
 	if w.retiring && w.load == 0 && w.sessions == 0 && w.ending == 0 && !w.stopSent {
-		w.stopSent = true
-		ctx.Stop(w.pid)
+		p.stopRetired(ctx, w)
 	}
+}
+
+// stopRetired has a retired worker stop its process; its Terminated, which
+// finishes the recycle, comes once that process has exited.
+func (p *poolActor) stopRetired(ctx actor.Context, w *worker) {
+	w.stopSent = true
+	ctx.Send(w.pid, &retire{})
 }
 
 func (p *poolActor) onDrainTimedOut(ctx actor.Context, m *drainTimedOut) {
@@ -225,8 +234,7 @@ func (p *poolActor) onDrainTimedOut(ctx actor.Context, m *drainTimedOut) {
 	if w := p.byID[m.worker.Id]; w != nil && w.retiring && !w.stopSent && w.sessions == 0 {
 		p.s.Logger.Warn("recycled worker did not finish its calls within the drain timeout; stopping it",
 			"worker", w.slot.id, "in_flight", w.load, "drain_timeout", p.policy.DrainTimeout)
-		w.stopSent = true
-		ctx.Stop(w.pid)
+		p.stopRetired(ctx, w)
 	}
 }
 

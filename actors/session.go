@@ -400,8 +400,7 @@ func (p *poolActor) onSessionDrainOver(ctx actor.Context, m *sessionDrainOver) {
 			p.sessionPolicy.DrainTimeout))
 	}
 	if _, draining := p.timers["drain:"+w.pid.Id]; !draining && !w.stopSent {
-		w.stopSent = true // its calls' drain timeout passed too
-		ctx.Stop(w.pid)
+		p.stopRetired(ctx, w) // its calls' drain timeout passed too
 		return
 	}
 	p.retireIfIdle(ctx, w)

@@ -185,9 +185,12 @@ func (w *workerActor) killWith(why string, stacks bool) {
 	if w.h == nil || w.killedBy != "" {
 		return
 	}
-	w.slot.log.Warn("killing worker", "pid", w.h.Pid(), "why", why)
+	// The pool routes no call here from now on, before anything else is
+	// told: a call sent meanwhile goes back to it (execute, giveBack).
 	w.killedBy = why
 	w.run.killedBy.Store(&why)
+	w.run.goingDown("it is being killed: " + why)
+	w.slot.log.Warn("killing worker", "pid", w.h.Pid(), "why", why)
 	h, run, log := w.h, w.run, w.slot.log
 	go func() {
 		if stacks {

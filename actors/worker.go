@@ -105,6 +105,10 @@ func (w *workerActor) Receive(ctx actor.Context) {
 		w.answerQuery(ctx, m)
 	case *endSession:
 		w.onEndSession(ctx, m)
+	case *retire:
+		w.onRetire(ctx)
+	case *processGone:
+		ctx.Stop(ctx.Self())
 	case *actor.Restarting:
 		w.release(func(h *pyworker.Handle) { h.Kill() })
 	case *actor.Stopping:
@@ -174,7 +178,7 @@ func (w *workerActor) onLaunchFailed(m *launchFailed) {
 // answers the caller itself, so a reply never depends on this actor
 // surviving.
 func (w *workerActor) execute(ctx actor.Context, d *dispatch) {
-	if w.h == nil || d.gen != w.gen || w.stopping {
+	if !w.takesCalls() || d.gen != w.gen {
 		ctx.Send(ctx.Parent(), &requeue{d: d})
 		return
 	}
@@ -187,6 +191,12 @@ func (w *workerActor) execute(ctx actor.Context, d *dispatch) {
 	default: // more calls than capacity: the pool never does this, but never block
 		go w.run.call(j)
 	}
+}
+
+// takesCalls reports whether this incarnation may be handed a call: it is
+// ready, not stopping, not being killed, and its connection is not broken.
+func (w *workerActor) takesCalls() bool {
+	return w.h != nil && !w.stopping && w.killedBy == "" && !w.run.closing.Load()
 }
 
 // job is one call handed to a runner.
@@ -208,6 +218,10 @@ type runner struct {
 	events       *telemetry.Bus
 	killedBy     atomic.Pointer[string] // set before the runtime kills the process
 	stacks       atomic.Pointer[string] // the Python stacks dumped before a kill for being stuck
+	// closing is set, after the pool was told the worker is down, once the
+	// incarnation must run no more calls (its connection broke, or it is
+	// being killed): a job a runner has not started yet goes back to the pool.
+	closing atomic.Bool
 }
 
 // startRunners starts capacity goroutines serving jobs until it is closed.
@@ -218,10 +232,30 @@ func (w *workerActor) startRunners(ctx actor.Context, capacity int) {
 	for i := 0; i < capacity; i++ {
 		go func(r *runner, jobs <-chan job) {
 			for j := range jobs {
+				if r.closing.Load() {
+					r.giveBack(j)
+					continue
+				}
 				r.call(j)
 			}
 		}(w.run, w.jobs)
 	}
+}
+
+// giveBack returns a job that never reached Python to the pool, which
+// routes it elsewhere.
+func (r *runner) giveBack(j job) {
+	j.cancel()
+	r.root.Send(r.parent, &requeue{d: j.d})
+	r.root.Send(r.self, &callDone{id: j.d.req.GetExecute().GetRequestId()})
+}
+
+// goingDown tells the pool that this incarnation takes no more calls, then
+// marks it closing. In that order: whatever a runner sends the pool after
+// seeing closing (a call given back) arrives after the pool knows.
+func (r *runner) goingDown(why string) {
+	r.root.Send(r.parent, &workerDown{worker: r.self, gen: r.gen, why: why})
+	r.closing.Store(true)
 }
 
 func (r *runner) call(j job) {
@@ -270,7 +304,12 @@ func (r *runner) annotateCrash(f *apb.Failure) {
 // Python may still be running the call, to the watchdog.
 func (r *runner) release(req *wpb.ExecuteRequest, reply *apb.CallReply) {
 	if reply.GetFailure().GetCode() == apb.Failure_CODE_TRANSPORT {
+		// A broken connection: the pool stops routing here before anything
+		// could tell it a slot is free (it frees this worker's slots itself),
+		// then the worker actor has the process killed and replaced.
+		r.goingDown("its connection failed")
 		r.root.Send(r.self, &transportBroken{gen: r.gen, err: reply.GetFailure().GetMessage()})
+		return
 	}
 	if gaveUp(reply) {
 		// Python may still be running it: the worker actor frees the slot
@@ -281,13 +320,6 @@ func (r *runner) release(req *wpb.ExecuteRequest, reply *apb.CallReply) {
 		// the next call must not wait for a hop through the worker actor.
 		r.root.Send(r.parent, &slotFreed{worker: r.self, gen: r.gen, id: req.GetRequestId()})
 	}
-}
-
-func callContext(deadlineUnixNano int64) (context.Context, context.CancelFunc) {
-	if deadlineUnixNano == 0 {
-		return context.WithCancel(context.Background())
-	}
-	return context.WithDeadline(context.Background(), time.Unix(0, deadlineUnixNano))
 }
 
 // runCall executes req and turns every way it can end into a CallReply.
@@ -363,6 +395,25 @@ func (w *workerActor) onTransportBroken(m *transportBroken) {
 	}
 	// Its exit arrives as processExited: the crash path restarts it.
 	w.kill("its connection failed while the process lived on: " + m.err)
+}
+
+// onRetire stops a retired worker's process gracefully in a goroutine; the
+// actor stops once the process is gone (processGone), so that the pool
+// answers a recycle only after the old process has exited.
+func (w *workerActor) onRetire(ctx actor.Context) {
+	if w.stopping {
+		return
+	}
+	w.stopping = true
+	if w.h == nil {
+		ctx.Stop(ctx.Self())
+		return
+	}
+	self, root, s := ctx.Self(), ctx.ActorSystem().Root, w.slot.settings
+	w.release(func(h *pyworker.Handle) {
+		h.Stop(s.ShutdownGrace, s.KillAfter)
+		root.Send(self, &processGone{})
+	})
 }
 
 // release ends the launch in progress and hands the process to end in a

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import logging
 import os
 import threading
@@ -200,6 +201,35 @@ def callback(name: str, args: Optional[Dict[str, Any]] = None) -> Any:
 async def acallback(name: str, args: Optional[Dict[str, Any]] = None) -> Any:
     """``await snakepit.acall(name, **args)``."""
     return await snakepit.acall(name, **(args or {}))
+
+
+def _record_caught(path: str, exc: BaseException) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({"type": type(exc).__name__, "kind": getattr(exc, "kind", None),
+                   "deadline_exceeded": getattr(exc, "deadline_exceeded", None),
+                   "message": str(exc)}, f)
+
+
+@snakepit.tool
+def callback_caught(name: str, path: str) -> Any:
+    """``snakepit.call(name)``; what it raised is written to path as JSON
+    (the caller may be gone by then), and raised again."""
+    try:
+        return snakepit.call(name)
+    except BaseException as exc:
+        _record_caught(path, exc)
+        raise
+
+
+@snakepit.tool
+async def acallback_caught(name: str, path: str) -> Any:
+    """``await snakepit.acall(name)``, recording what it raised as
+    callback_caught does."""
+    try:
+        return await snakepit.acall(name)
+    except BaseException as exc:
+        _record_caught(path, exc)
+        raise
 
 
 @snakepit.tool

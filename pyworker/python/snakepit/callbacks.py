@@ -23,10 +23,12 @@ cancellation reach it. Keyword arguments travel as one JSON object, except
 result is the handler's JSON value decoded, or ``bytes`` for a raw result.
 A failure in Go raises :class:`CallbackError` (``.kind``, ``.message``).
 
-:func:`call` blocks its thread (a sync tool's); it gives up with
-:class:`snakepit.Cancelled` once the calling call is cancelled or its
-deadline passes. :func:`acall` is for ``async`` tools, and is cancelled
-with their task. Both work only inside a tool call: in its thread or task
+:func:`call` blocks its thread (a sync tool's); :func:`acall` is for
+``async`` tools. Both give up with :class:`snakepit.Cancelled` once the
+calling call is cancelled or its deadline passes (``deadline_exceeded``
+says which), whichever side notices first: the worker, or the Go handler
+whose context ended. A task the tool cancels itself (``asyncio.timeout``)
+gets ``asyncio.CancelledError`` as usual. Both work only inside a tool call: in its thread or task
 (and tasks it starts); threads a tool starts itself carry the call with
 ``contextvars.copy_context().run``. Many callbacks may be in flight at once,
 from many threads of one call; each gets its own answer.
@@ -64,11 +66,13 @@ class CallbackError(Exception):
 
     ``kind``: ``UNKNOWN_CALLBACK`` (the message lists the names the pool
     exposes), ``BAD_ARGUMENTS``, ``HANDLER_ERROR``, ``HANDLER_PANIC``,
-    ``UNENCODABLE_RESULT``, ``TOO_LARGE``, ``CANCELLED``,
-    ``DEADLINE_EXCEEDED``, ``DEADLOCK`` (docs/wire-format.md), or from this
-    side ``CONNECTION_CLOSED``, ``UNAVAILABLE`` (gRPC: no Callbacks stream
-    open) and ``BAD_REPLY``. ``message``: what went wrong. ``name``: the
-    callback's name.
+    ``UNENCODABLE_RESULT``, ``TOO_LARGE``, ``DEADLOCK``
+    (docs/wire-format.md), or from this side ``CONNECTION_CLOSED``,
+    ``UNAVAILABLE`` (gRPC: no Callbacks stream open) and ``BAD_REPLY``.
+    ``message``: what went wrong. ``name``: the callback's name. (The
+    runtime's ``CANCELLED`` and ``DEADLINE_EXCEEDED`` answers mean the
+    calling call ended: :func:`call` and :func:`acall` raise
+    :class:`snakepit.Cancelled` for them.)
     """
 
     def __init__(self, kind: str, message: str, name: str = "") -> None:
@@ -108,7 +112,7 @@ def call(name: str, **kwargs: Any) -> Any:
     try:
         return _channel(ctx, name).call(ctx, name, args_json, binary)
     except CallbackError as exc:  # the traceback ends here, not in the transport
-        raise exc.with_traceback(None) from None
+        raise _call_ended(ctx, name, exc) from None
 
 
 async def acall(name: str, **kwargs: Any) -> Any:
@@ -120,7 +124,11 @@ async def acall(name: str, **kwargs: Any) -> Any:
     try:
         return await _channel(ctx, name).acall(ctx, name, args_json, binary)
     except CallbackError as exc:
-        raise exc.with_traceback(None) from None
+        raise _call_ended(ctx, name, exc) from None
+    except asyncio.CancelledError:
+        if ctx.cancelled:  # the worker cancels the task of a call that ended
+            raise _cancelled(ctx, name, "while waiting for its answer") from None
+        raise  # the tool's own cancellation (asyncio.timeout, a TaskGroup)
 
 
 def _calling_context(what: str) -> CallContext:
@@ -148,8 +156,28 @@ def _check_not_cancelled(ctx: CallContext, name: str) -> None:
         raise _cancelled(ctx, name, "before it was sent")
 
 
-def _cancelled(ctx: CallContext, name: str, when: str) -> Cancelled:
-    deadline = not ctx.cancel_requested
+#: The kinds of a callback answer that mean the calling call ended (the
+#: runtime answers so when the call's context ends while the handler runs).
+_CALL_ENDED_KINDS = ("CANCELLED", "DEADLINE_EXCEEDED")
+
+
+def _call_ended(ctx: CallContext, name: str, exc: CallbackError) -> Exception:
+    """What the waiting tool gets for a failed callback: the calling call's
+    end is :class:`Cancelled` however it was learnt (the runtime's answer or
+    the worker's own cancel, whichever came first); any other failure the
+    CallbackError itself, its traceback ending here."""
+    if exc.kind in _CALL_ENDED_KINDS:
+        return _cancelled(ctx, name, "while waiting for its answer",
+                          deadline=exc.kind == "DEADLINE_EXCEEDED")
+    return exc.with_traceback(None)
+
+
+def _cancelled(ctx: CallContext, name: str, when: str,
+               deadline: Optional[bool] = None) -> Cancelled:
+    """Cancelled for callback ``name``; ``deadline`` (default: whether the
+    call's deadline has passed) says whether it was the deadline."""
+    if deadline is None:
+        deadline = ctx.deadline_passed()
     reason = "its deadline passed" if deadline else "the caller cancelled it"
     return Cancelled(
         f"callback {name!r} of tool {ctx.tool!r} gave up {when}: {reason}", ctx,

@@ -168,16 +168,22 @@ class CallContext:
             return None
         return max(0.0, (self.deadline_ns - time.time_ns()) / 1e9)
 
-    def checkpoint(self) -> None:
-        """Raise :class:`Cancelled` if the call is cancelled; else do nothing."""
-        if self._cancelled:
-            raise Cancelled(
-                f"tool {self.tool!r} stopped: the caller cancelled the call", self)
+    def deadline_passed(self) -> bool:
+        """True once the call's deadline has passed (False without one)."""
         deadline_ns = self.deadline_ns
-        if deadline_ns and time.time_ns() >= deadline_ns:
+        return bool(deadline_ns) and time.time_ns() >= deadline_ns
+
+    def checkpoint(self) -> None:
+        """Raise :class:`Cancelled` if the call is cancelled; else do nothing.
+        Past the deadline it is the deadline (``deadline_exceeded``), even
+        when the runtime's cancel, sent as the deadline passed, came first."""
+        if self.deadline_passed():
             raise Cancelled(
                 f"tool {self.tool!r} stopped: the call's deadline passed", self,
                 deadline_exceeded=True)
+        if self._cancelled:
+            raise Cancelled(
+                f"tool {self.tool!r} stopped: the caller cancelled the call", self)
 
     def __repr__(self) -> str:
         return (

@@ -68,7 +68,7 @@ def test_ten_megabytes_travel_raw_and_byte_exact(start: Start) -> None:
 def test_callback_errors_raise_callback_error(start: Start) -> None:
     worker = start("callback_tools")
     peer = worker.callbacks()
-    for kind in ("UNKNOWN_CALLBACK", "HANDLER_ERROR", "CANCELLED", "DEADLOCK"):
+    for kind in ("UNKNOWN_CALLBACK", "HANDLER_ERROR", "DEADLOCK"):
         call = worker.start_call("try_callback", {"name": "f"})
         peer.error(peer.next().id, kind, f"{kind.lower()} happened")
         assert call.result() == ("ok", {"raised": "CallbackError", "kind": kind,
@@ -85,6 +85,21 @@ def test_callback_errors_raise_callback_error(start: Start) -> None:
     assert error["message"] == "callback 'f' failed: HANDLER_PANIC: panic: boom"
     assert "in callback" in error["traceback"]
     assert "native_server.py" not in error["traceback"] and "server.py" not in error["traceback"]
+
+
+def test_the_calling_calls_end_raises_cancelled(start: Start) -> None:
+    # The runtime answers CANCELLED / DEADLINE_EXCEEDED when the calling
+    # call's context ended while its handler ran: the tool gets
+    # snakepit.Cancelled, as when the worker notices first.
+    worker = start("callback_tools")
+    peer = worker.callbacks()
+    for tool in ("try_callback", "atry_callback"):
+        for kind, deadline in (("CANCELLED", False), ("DEADLINE_EXCEEDED", True)):
+            call = worker.start_call(tool, {"name": "f"})
+            peer.error(peer.next().id, kind, "the calling call ended")
+            raised = call.result()[1]
+            assert (raised["raised"], raised["deadline_exceeded"]) == ("Cancelled", deadline), (
+                tool, kind, raised)
 
 
 def test_unencodable_arguments_and_misuse_send_nothing(start: Start) -> None:

@@ -12,8 +12,11 @@ __snakepit_thread_safe__ = True
 
 
 def _failure(exc: BaseException) -> Dict[str, Any]:
-    return {"raised": type(exc).__name__, "kind": getattr(exc, "kind", None),
-            "message": getattr(exc, "message", str(exc))}
+    out = {"raised": type(exc).__name__, "kind": getattr(exc, "kind", None),
+           "message": getattr(exc, "message", str(exc))}
+    if isinstance(exc, snakepit.Cancelled):
+        out["deadline_exceeded"] = exc.deadline_exceeded
+    return out
 
 
 @snakepit.tool
@@ -21,7 +24,8 @@ def try_callback(name: str, args: Optional[Dict[str, Any]] = None) -> Dict[str, 
     """snakepit.call(name, **args): {"value": ...} or what it raised."""
     try:
         return {"value": snakepit.call(name, **(args or {}))}
-    except (snakepit.CallbackError, TypeError, ValueError, RuntimeError) as exc:
+    except (snakepit.CallbackError, snakepit.Cancelled, TypeError, ValueError,
+            RuntimeError) as exc:
         return _failure(exc)
 
 
@@ -30,7 +34,8 @@ async def atry_callback(name: str, args: Optional[Dict[str, Any]] = None) -> Dic
     """await snakepit.acall(name, **args): {"value": ...} or what it raised."""
     try:
         return {"value": await snakepit.acall(name, **(args or {}))}
-    except (snakepit.CallbackError, TypeError, ValueError, RuntimeError) as exc:
+    except (snakepit.CallbackError, snakepit.Cancelled, TypeError, ValueError,
+            RuntimeError) as exc:
         return _failure(exc)
 
 
