@@ -75,6 +75,12 @@ type ExitStatus = pyworker.ExitStatus
 // as far as its memory cgroup lets us know.
 type OOMVerdict = pyworker.OOMVerdict
 
+// StartTimeoutError: a worker did not become ready within
+// PoolConfig.StartTimeout. It carries the last lines the worker wrote to
+// stdout and stderr (a line without its newline too), its pid, whether it
+// still ran, and its Python stacks; it matches context.DeadlineExceeded.
+type StartTimeoutError = pyworker.StartTimeoutError
+
 // PythonError is an exception raised by a tool, with its Python traceback.
 type PythonError struct {
 	Pool      string

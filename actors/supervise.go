@@ -47,7 +47,7 @@ func (p *poolActor) HandleFailure(system *actor.ActorSystem, sup actor.Superviso
 	case d.Escalate:
 		publish(p.s.Events, telemetry.RestartIntensityExceeded{Time: time.Now(), Pool: p.s.Name, Restarts: d.Restarts,
 			Period: p.sup.Period(), LastExit: exit.String()})
-		system.Root.Send(p.self(system, sup), &poolFailed{err: fmt.Errorf("%s; last failure of %s: %s", d.Reason, w.slot.id, exit)})
+		system.Root.Send(p.self(system, sup), &poolFailed{err: fmt.Errorf("%s; last failure of %s: %w", d.Reason, w.slot.id, reasonError(reason))})
 		return
 	case !d.Restart:
 		p.s.Logger.Warn("worker not restarted", "worker", w.slot.id, "why", d.Reason)

@@ -1,10 +1,12 @@
 package pyworker
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -50,11 +52,13 @@ type Handle struct {
 	Conn   Conn
 	Python string // version reported by the worker
 	// Health is the worker's answer to its first health check (GIL state).
-	Health     *pb.HealthReply
-	stackFile  string // where the worker dumps its stacks on SIGUSR1
-	stderr     *stderrLogger
-	stderrDone chan struct{} // closed once its stderr reached EOF
-	stop       sync.Once
+	Health    *pb.HealthReply
+	stackFile string // where the worker dumps its stacks on SIGUSR1
+	stderr    *stderrLogger
+	// The worker's stdout and stderr, each read to its end by a goroutine.
+	stdoutOut, stderrOut *outputStream
+	began                time.Time // when the process was started
+	stop                 sync.Once
 }
 
 // Pid is the worker's OS process id.
@@ -72,15 +76,21 @@ const stderrDrain = 250 * time.Millisecond
 // last words of a crash (a fatal error, a traceback) are in it. It blocks:
 // call it from a goroutine.
 func (h *Handle) FinalStderrTail() string {
-	if h.stderrDone != nil {
-		t := time.NewTimer(stderrDrain)
-		defer t.Stop()
+	waitAllClosed(stderrDrain, h.stderrOut.done)
+	return h.stderr.Tail()
+}
+
+// waitAllClosed waits until every channel is closed, or d has passed.
+func waitAllClosed(d time.Duration, chans ...<-chan struct{}) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for _, c := range chans {
 		select {
-		case <-h.stderrDone:
+		case <-c:
 		case <-t.C:
+			return
 		}
 	}
-	return h.stderr.Tail()
 }
 
 var socketSeq atomic.Uint64
@@ -89,25 +99,21 @@ var socketSeq atomic.Uint64
 // and answered a health check. Named steps: spawn, handshake, connect, ready.
 // If ctx ends first the process is killed.
 func Launch(ctx context.Context, s Spec) (*Handle, error) {
-	base := filepath.Join(s.RunDir, "w"+strconv.FormatUint(socketSeq.Add(1), 10))
+	seq := socketSeq.Add(1)
+	base := filepath.Join(s.RunDir, "w"+strconv.FormatUint(seq, 10))
 	sock, stacks := base+".sock", base+".stacks"
-	proc, pipes, err := startProcess(s.command(sock, stacks))
+	proc, pipes, err := startProcess(s.command(sock, stacks, newProcessMark(s.RunID, seq)))
 	if err != nil {
 		return nil, err
 	}
-	if s.Processes != nil {
-		s.Processes.add(proc)
-	}
-	h := &Handle{Proc: proc, stackFile: stacks, stderr: &stderrLogger{log: s.Logger}}
-	h.stderrDone = make(chan struct{})
-	go func() {
-		defer close(h.stderrDone)
-		readLines(pipes.stderr, h.stderr.line)
-	}()
-	hello, err := handshake(ctx, s, proc, pipes, h.stderr)
+	h := startOutput(s, proc, pipes, stacks)
+	hello, err := handshake(ctx, s, proc, pipes.handshake, h)
 	if err == nil {
 		h.Python = hello.Python
 		h.Conn, h.Health, err = connect(ctx, s, sock)
+		if err != nil && ctx.Err() != nil {
+			err = h.startTimeout(ctx, s, "the connection and first health check", err)
+		}
 	}
 	if err != nil {
 		h.Kill()
@@ -116,11 +122,33 @@ func Launch(ctx context.Context, s Spec) (*Handle, error) {
 	return h, nil
 }
 
-func (s Spec) command(sock, stacks string) Command {
+// startOutput makes the worker's Handle and starts reading its stdout (every
+// line logged at INFO: the handshake has a pipe of its own) and its stderr.
+// The process set learns of it here, and counts it as ended once it is
+// reaped and its output read to the end (at most stderrDrain later).
+func startOutput(s Spec, proc Process, p *pipes, stacks string) *Handle {
+	h := &Handle{Proc: proc, stackFile: stacks, stderr: &stderrLogger{log: s.Logger}, began: time.Now()}
+	h.stdoutOut = newOutputStream(func(line string) { s.Logger.Info(line, "stream", "stdout") })
+	h.stderrOut = newOutputStream(h.stderr.line)
+	go h.stdoutOut.readFrom(p.stdout)
+	go h.stderrOut.readFrom(p.stderr)
+	if s.Processes != nil {
+		ended := make(chan struct{})
+		go func() {
+			<-proc.Done()
+			waitAllClosed(stderrDrain, h.stdoutOut.done, h.stderrOut.done)
+			close(ended)
+		}()
+		s.Processes.add(proc, ended)
+	}
+	return h
+}
+
+func (s Spec) command(sock, stacks string, mark processMark) Command {
 	args := []string{"-u", "-m", "snakepit.worker",
 		"--adapter", s.Adapter, "--transport", s.Transport.Name(), "--socket", sock, "--stack-file", stacks,
 		"--worker-id", s.ID, "--run-id", s.RunID, "--capacity", strconv.Itoa(s.Capacity),
-		"--watch-stdin"}
+		"--watch-stdin", flagHandshakeFD, strconv.Itoa(handshakeFD)}
 	args = append(args, hostArgs()...) // lets a later start's sweep tell whether we are gone
 	if s.Profile != "" {
 		args = append(args, "--profile", s.Profile)
@@ -128,9 +156,13 @@ func (s Spec) command(sock, stacks string) Command {
 	if s.ThreadChecks {
 		args = append(args, "--thread-checks")
 	}
-	return Command{Path: s.Interpreter.Path, Args: args, Env: s.environ(), Dir: s.Dir}
+	return Command{Path: s.Interpreter.Path, Args: args, Env: append(s.environ(), envProcessMark+"="+mark.String()),
+		Dir: s.Dir, Mark: mark.String()}
 }
 
+// environ is the host's environment less what names another runtime's
+// process (the token, a process mark inherited from a worker that started
+// this host), with the worker's settings and Spec.Env added.
 func (s Spec) environ() []string {
 	path := append([]string{s.PackageDir}, s.PythonPath...)
 	env := make([]string, 0, len(os.Environ())+8)
@@ -140,7 +172,7 @@ func (s Spec) environ() []string {
 			if v != "" {
 				path = append(path, v)
 			}
-		case "SNAKEPIT_TOKEN":
+		case "SNAKEPIT_TOKEN", envProcessMark:
 		default:
 			env = append(env, kv)
 		}
@@ -160,18 +192,34 @@ type readyLine struct {
 }
 
 type handshakeResult struct {
-	ready *readyLine
-	boot  *BootError
-	err   error
+	ready  *readyLine
+	boot   *BootError
+	err    error
+	closed bool // the pipe reached its end without a line
 }
 
-// handshake reads the worker's stdout until its one protocol line; every
-// other stdout line is logged, then and afterwards.
-func handshake(ctx context.Context, s Spec, proc Process, p *pipes, stderr *stderrLogger) (*readyLine, error) {
+// The worker's handshake pipe is its fd 3 (the first of exec.Cmd.ExtraFiles),
+// named to it by --handshake-fd.
+const (
+	handshakeFD      = 3
+	flagHandshakeFD  = "--handshake-fd"
+	maxHandshakeLine = 1 << 20 // a BOOT-ERROR line with a long traceback fits
+)
+
+// handshake waits for the worker's one protocol line on its handshake pipe
+// (never stdout, which the adapter may have left in the middle of a line).
+// It ends with the line, the process's death, or ctx; then it closes the
+// pipe, which also ends its reader if a process the adapter forked still
+// holds the write end.
+func handshake(ctx context.Context, s Spec, proc Process, pipe io.ReadCloser, h *Handle) (*readyLine, error) {
+	defer func() { _ = pipe.Close() }()
 	results := make(chan handshakeResult, 1)
-	go readLines(p.stdout, stdoutHandler(s, results))
+	go func() { results <- readHandshake(s, pipe) }()
 	select {
 	case r := <-results:
+		if r.closed {
+			return nil, waitBootExit(ctx, s, proc, h)
+		}
 		if r.err != nil || r.boot != nil {
 			return nil, firstErr(r.err, r.boot)
 		}
@@ -184,11 +232,60 @@ func handshake(ctx context.Context, s Spec, proc Process, p *pipes, stderr *stde
 			}
 		case <-time.After(200 * time.Millisecond):
 		}
-		st := proc.Status()
-		return nil, &BootError{Worker: s.ID, Adapter: s.Adapter, Exit: &st, Stderr: stderr.Tail()}
+		return nil, diedBeforeHandshake(s, proc, h)
 	case <-ctx.Done():
-		return nil, fmt.Errorf("worker %s: no handshake before the start timeout (Config.StartTimeout): %w", s.ID, ctx.Err())
+		return nil, h.startTimeout(ctx, s, "the handshake line", nil)
 	}
+}
+
+// waitBootExit: the handshake pipe was closed without a line, so the worker
+// is on its way out (or its adapter closed the descriptor): wait for it.
+func waitBootExit(ctx context.Context, s Spec, proc Process, h *Handle) error {
+	select {
+	case <-proc.Done():
+		return diedBeforeHandshake(s, proc, h)
+	case <-ctx.Done():
+		return h.startTimeout(ctx, s, "the handshake line (its handshake pipe was closed without one)", nil)
+	}
+}
+
+func diedBeforeHandshake(s Spec, proc Process, h *Handle) error {
+	st := proc.Status()
+	return &BootError{Worker: s.ID, Adapter: s.Adapter, Exit: &st, Stderr: h.FinalStderrTail()}
+}
+
+// readHandshake reads the one line of the handshake pipe.
+func readHandshake(s Spec, pipe io.Reader) handshakeResult {
+	line, err := bufio.NewReader(io.LimitReader(pipe, maxHandshakeLine)).ReadString('\n')
+	line = strings.TrimRight(line, "\r\n")
+	switch {
+	case strings.HasPrefix(line, readyPrefix):
+		return parseReady(s, line[len(readyPrefix):])
+	case strings.HasPrefix(line, bootErrorPrefix):
+		return parseBootError(s, line[len(bootErrorPrefix):])
+	case line == "" && err != nil:
+		return handshakeResult{closed: true}
+	}
+	return handshakeResult{err: fmt.Errorf("worker %s: malformed handshake line %q: the snakepit package on its path "+
+		"is not this runtime's; remove it from PoolConfig.PythonPath", s.ID, printable(cutLine(line)))}
+}
+
+// startTimeout builds the error of a worker that did not become ready in
+// time, with what it had written and, if it answers SIGUSR1, its stacks
+// (asked for only when the time is up: a cancelled start is not reported).
+func (h *Handle) startTimeout(ctx context.Context, s Spec, waiting string, cause error) error {
+	e := &StartTimeoutError{Worker: s.ID, Adapter: s.Adapter, Pid: h.Pid(), Waiting: waiting,
+		Waited: time.Since(h.began), Err: ctx.Err(), Cause: cause}
+	select {
+	case <-h.Proc.Done():
+	default:
+		e.Running = true
+		if errors.Is(e.Err, context.DeadlineExceeded) {
+			e.Stacks = h.DumpStacks(500 * time.Millisecond)
+		}
+	}
+	e.Stdout, e.Stderr = h.stdoutOut.Recent(), h.stderrOut.Recent()
+	return e
 }
 
 func firstErr(err error, boot *BootError) error {
@@ -196,22 +293,6 @@ func firstErr(err error, boot *BootError) error {
 		return err
 	}
 	return boot
-}
-
-func stdoutHandler(s Spec, results chan<- handshakeResult) func(string) {
-	done := false
-	return func(line string) {
-		switch {
-		case !done && strings.HasPrefix(line, readyPrefix):
-			done = true
-			results <- parseReady(s, line[len(readyPrefix):])
-		case !done && strings.HasPrefix(line, bootErrorPrefix):
-			done = true
-			results <- parseBootError(s, line[len(bootErrorPrefix):])
-		default:
-			s.Logger.Info(line, "stream", "stdout")
-		}
-	}
 }
 
 func parseReady(s Spec, payload string) handshakeResult {
@@ -265,7 +346,9 @@ func (h *Handle) Kill() {
 
 // Stop shuts the worker down gracefully: a Shutdown request letting in-flight
 // calls finish within grace, then SIGTERM to its process group, then SIGKILL
-// after killAfter. It returns once the process is reaped.
+// after killAfter. It returns once the process is reaped; by then whatever
+// of its process group (and what left it, see Command.Mark) was still
+// running got SIGKILL, as on every exit of a worker.
 func (h *Handle) Stop(grace, killAfter time.Duration) {
 	h.stop.Do(func() {
 		if h.Conn != nil {

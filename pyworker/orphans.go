@@ -1,6 +1,7 @@
 package pyworker
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -170,10 +171,14 @@ func SweepRunDirs(root string, log hclog.Logger) ([]string, error) {
 
 // SweepReport says what a sweep found and did.
 type SweepReport struct {
-	Workers int      // snakepit worker processes found (all hosts)
-	Live    int      // of those, workers of a live host: left alone
-	Killed  []int    // pids of orphaned workers killed (with their process groups)
-	Dirs    []string // run directories of dead hosts removed
+	Workers int   // snakepit worker processes found (all hosts)
+	Live    int   // of those, workers of a live host: left alone
+	Killed  []int // pids of orphaned workers killed (with their process groups)
+	// Descendants are the pids of other processes killed because their
+	// environment carries the process mark of a dead host's worker: what
+	// its tools started and outlived it (SNAKEPIT_PROCESS_MARK).
+	Descendants []int
+	Dirs        []string // run directories of dead hosts removed
 }
 
 // Sweep kills the orphaned workers of dead hosts (SweepOrphans) and removes
@@ -188,10 +193,62 @@ func Sweep(runtimeDir string, log hclog.Logger) SweepReport {
 		log.Warn("orphan sweep: some run directories could not be removed", "error", err)
 	}
 	level := hclog.Debug
-	if len(rep.Killed) > 0 || len(rep.Dirs) > 0 {
+	if len(rep.Killed) > 0 || len(rep.Descendants) > 0 || len(rep.Dirs) > 0 {
 		level = hclog.Info
 	}
 	log.Log(level, "orphan sweep", "killed", len(rep.Killed), "killed_pids", rep.Killed,
-		"dirs_removed", len(rep.Dirs), "workers_seen", rep.Workers, "workers_of_live_hosts", rep.Live)
+		"dirs_removed", len(rep.Dirs), "workers_seen", rep.Workers, "workers_of_live_hosts", rep.Live,
+		"descendants_killed", len(rep.Descendants), "descendant_pids", rep.Descendants)
 	return rep
+}
+
+// envProcessMark is the environment variable that marks every worker process
+// and, by inheritance, every process started from it.
+const envProcessMark = "SNAKEPIT_PROCESS_MARK"
+
+// processMark names one worker process for good: the runtime's run id, the
+// worker's sequence number in its host, and the host's identity. Written
+// "<run id>:<seq>:<host pid>:<host start>"; the host is zero outside Linux.
+type processMark struct {
+	RunID string
+	Seq   uint64
+	Host  HostID
+}
+
+func newProcessMark(runID string, seq uint64) processMark {
+	self, _ := selfHostID()
+	return processMark{RunID: runID, Seq: seq, Host: self}
+}
+
+func (m processMark) String() string {
+	return fmt.Sprintf("%s:%d:%d:%d", m.RunID, m.Seq, m.Host.Pid, m.Host.Start)
+}
+
+// parseProcessMark reads a mark back; the run id is what precedes the last
+// three fields.
+func parseProcessMark(v string) (processMark, bool) {
+	parts := strings.Split(v, ":")
+	n := len(parts)
+	if n < 4 {
+		return processMark{}, false
+	}
+	seq, err1 := strconv.ParseUint(parts[n-3], 10, 64)
+	pid, err2 := strconv.Atoi(parts[n-2])
+	start, err3 := strconv.ParseUint(parts[n-1], 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil {
+		return processMark{}, false
+	}
+	return processMark{RunID: strings.Join(parts[:n-3], ":"), Seq: seq, Host: HostID{Pid: pid, Start: start}}, true
+}
+
+// markIn returns the value of the process mark in a NUL-separated
+// environment block (/proc/<pid>/environ).
+func markIn(environ []byte) (string, bool) {
+	prefix := []byte(envProcessMark + "=")
+	for _, kv := range bytes.Split(environ, []byte{0}) {
+		if bytes.HasPrefix(kv, prefix) {
+			return string(kv[len(prefix):]), true
+		}
+	}
+	return "", false
 }

@@ -1,13 +1,16 @@
 package pyworker
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
@@ -103,7 +106,161 @@ func SweepOrphans(log hclog.Logger) (SweepReport, error) {
 			rep.Killed = append(rep.Killed, pid)
 		}
 	}
-	return rep, errors.Join(errs...)
+	rep.Descendants, err = killDeadHostsDescendants()
+	return rep, errors.Join(append(errs, err)...)
+}
+
+// killDeadHostsDescendants kills the processes of this user, in this pid
+// namespace, whose process mark names a host that is gone: what the tools
+// of a dead host's workers started (the workers themselves died with the
+// host, their children did not). Neither this process nor its ancestors
+// are ever killed, whatever they carry.
+func killDeadHostsDescendants() ([]int, error) {
+	spare := ancestors()
+	return killMarked(func(pid int, mark string) bool {
+		m, ok := parseProcessMark(mark)
+		return ok && m.Host.Pid > 0 && !spare[pid] && sameOwnerAndNamespace(pid) && !hostAlive(m.Host)
+	})
+}
+
+// ancestors are this process and its parents up to pid 1.
+func ancestors() map[int]bool {
+	out := map[int]bool{}
+	for pid := os.Getpid(); pid > 1 && !out[pid]; {
+		out[pid] = true
+		data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		i := bytes.LastIndexByte(data, ')')
+		if err != nil || i < 0 {
+			break
+		}
+		f := strings.Fields(string(data[i+1:])) // f[0] is field 3, f[1] the parent
+		if len(f) < 2 {
+			break
+		}
+		pid, _ = strconv.Atoi(f[1])
+	}
+	return out
+}
+
+// killEscaped kills the processes that still carry the mark of a worker
+// that has exited: its descendants that left its process group (setsid,
+// setpgid), which the group kill did not reach. Best effort: errors are
+// dropped (a process of another user that inherited the mark, one that
+// exits meanwhile).
+func killEscaped(mark string) {
+	if mark == "" {
+		return
+	}
+	_, _ = killMarked(func(_ int, m string) bool { return m == mark })
+}
+
+// markPasses bounds the scans of killMarked: each pass stops what it finds
+// before killing it, so only children forked before a stop are left for
+// the next one.
+const markPasses = 8
+
+// killMarked sends SIGKILL to every process whose environment carries a
+// process mark match accepts, in passes until one finds none. Each is
+// pinned by a pidfd, its mark read again (its pid may have been reused),
+// and stopped before it is killed: a stopped process forks no more. Each
+// pass waits (up to markKillWait) until what it killed has exited. It
+// returns the pids killed.
+func killMarked(match func(pid int, mark string) bool) ([]int, error) {
+	var killed []int
+	var errs []error
+	for pass := 0; pass < markPasses; pass++ {
+		found, err := stopMarked(match)
+		errs = append(errs, err)
+		if len(found) == 0 {
+			break
+		}
+		for _, p := range found {
+			if err := unix.PidfdSendSignal(p.fd, unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+				errs = append(errs, fmt.Errorf("kill %d: %w", p.pid, err))
+			} else if !slices.Contains(killed, p.pid) {
+				killed = append(killed, p.pid)
+			}
+		}
+		awaitPidfds(found, time.Now().Add(markKillWait))
+	}
+	return killed, errors.Join(errs...)
+}
+
+// markKillWait bounds the wait of one killMarked pass for its kills.
+const markKillWait = time.Second
+
+// awaitPidfds waits until every pinned process has exited (its pidfd is
+// readable) or the deadline passes, then closes the pidfds.
+func awaitPidfds(procs []pinnedProc, deadline time.Time) {
+	for _, p := range procs {
+		for {
+			fds := []unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLIN}}
+			_, err := unix.Poll(fds, int(max(0, time.Until(deadline).Milliseconds())))
+			if err != unix.EINTR {
+				break
+			}
+		}
+		_ = unix.Close(p.fd)
+	}
+}
+
+type pinnedProc struct{ pid, fd int }
+
+// stopMarked scans /proc once and stops (SIGSTOP) every live process whose
+// mark match accepts, returning each with its pidfd.
+func stopMarked(match func(pid int, mark string) bool) ([]pinnedProc, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var found []pinnedProc
+	var errs []error
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		mark, ok := readProcessMark(pid)
+		if !ok || !match(pid, mark) {
+			continue
+		}
+		p, err := pinMarked(pid, mark)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("process %d (mark %s): %w", pid, mark, err))
+		} else if p.fd >= 0 {
+			found = append(found, p)
+		}
+	}
+	return found, errors.Join(errs...)
+}
+
+// pinMarked opens a pidfd on pid, checks it still carries mark, and stops
+// it. fd is -1 when it is gone or no longer the process that was read.
+func pinMarked(pid int, mark string) (pinnedProc, error) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return pinnedProc{fd: -1}, ignoreGone(err)
+	}
+	if again, ok := readProcessMark(pid); !ok || again != mark {
+		_ = unix.Close(fd)
+		return pinnedProc{fd: -1}, nil
+	}
+	if err := unix.PidfdSendSignal(fd, unix.SIGSTOP, nil, 0); err != nil {
+		_ = unix.Close(fd)
+		return pinnedProc{fd: -1}, ignoreGone(err)
+	}
+	return pinnedProc{pid: pid, fd: fd}, nil
+}
+
+// readProcessMark reads the process mark in pid's environment, as it was
+// when pid last ran exec (what /proc/<pid>/environ shows). A zombie, or a
+// process whose environment cannot be read (another user's), has none.
+func readProcessMark(pid int) (string, bool) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+	if err != nil {
+		return "", false
+	}
+	return markIn(data)
 }
 
 // killOrphan kills the worker pid, if it is still the one described by want,

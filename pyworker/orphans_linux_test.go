@@ -52,10 +52,15 @@ func TestCommandCarriesHostIdentity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := Spec{Interpreter: Interpreter{Path: "/usr/bin/python3"}, Transport: Native{}, RunID: "r9", Capacity: 1}.command("/x.sock", "/x.stacks")
+	cmd := Spec{Interpreter: Interpreter{Path: "/usr/bin/python3"}, Transport: Native{}, RunID: "r9", Capacity: 1}.command("/x.sock", "/x.stacks", newProcessMark("r9", 7))
 	mark, ok := parseWorkerArgs(append([]string{cmd.Path}, cmd.Args...))
 	if !ok || mark != (workerMark{RunID: "r9", Host: self}) {
 		t.Fatalf("the worker's argv %q reads back as %+v %v, want run r9 of host %v", cmd.Args, mark, ok, self)
+	}
+	env := []byte(strings.Join(cmd.Env, "\x00"))
+	pm, ok := markIn(env)
+	if got, parsed := parseProcessMark(pm); !ok || pm != cmd.Mark || !parsed || got != (processMark{RunID: "r9", Seq: 7, Host: self}) {
+		t.Fatalf("the worker's environment carries the mark %q (%v), want %q for run r9, worker 7 of host %v", pm, ok, cmd.Mark, self)
 	}
 	if !hostAlive(self) || hostAlive(HostID{Pid: self.Pid, Start: self.Start + 1}) {
 		t.Fatal("this host must look alive, and its pid with another start time must not")
@@ -265,5 +270,79 @@ func TestSweepRunDirs(t *testing.T) {
 		if gone := os.IsNotExist(err); gone != slices.Contains(removed, dir) {
 			t.Errorf("%s: gone=%v", dir, gone)
 		}
+	}
+}
+
+// TestKillMarkedKillsOnlyTheMark: killMarked kills a process carrying the
+// mark (in a session of its own, as a child that called setsid) and its
+// child, and leaves a process with another mark alone.
+func TestKillMarkedKillsOnlyTheMark(t *testing.T) {
+	mine, other := newProcessMark("killmarked-"+strconv.Itoa(os.Getpid()), 1), newProcessMark("killmarked-other", 2)
+	start := func(mark processMark, script string) *exec.Cmd {
+		cmd := exec.Command("sh", "-c", script)
+		cmd.Env = append(os.Environ(), envProcessMark+"="+mark.String())
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); _ = cmd.Wait() })
+		return cmd
+	}
+	marked := start(mine, "sleep 300 & wait")
+	spared := start(other, "exec sleep 300")
+	waitMarked(t, mine, 2) // sh and its sleep
+	killed, err := killMarked(func(_ int, m string) bool { return m == mine.String() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(killed) != 2 || !slices.Contains(killed, marked.Process.Pid) {
+		t.Fatalf("killed %v, want sh %d and its sleep", killed, marked.Process.Pid)
+	}
+	if err := marked.Wait(); err == nil || marked.ProcessState.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("the marked process ended with %v, want SIGKILL", err)
+	}
+	if err := spared.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Fatalf("the process with another mark was touched: %v", err)
+	}
+}
+
+// waitMarked waits, bounded, until n live processes carry mark (a child
+// the shell forks has its environment once it has run exec).
+func waitMarked(t *testing.T, mark processMark, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		found := 0
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			pid, err := strconv.Atoi(e.Name())
+			if m, ok := readProcessMark(pid); err == nil && ok && m == mark.String() {
+				found++
+			}
+		}
+		if found >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d processes carry %s, want %d", found, mark, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// BenchmarkKillEscapedNoMatch is the cost a worker's exit pays to look for
+// descendants that left its process group: one scan of /proc that finds
+// none (it grows with the number of processes on the machine).
+func BenchmarkKillEscapedNoMatch(b *testing.B) {
+	entries, _ := os.ReadDir("/proc")
+	processes := 0
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err == nil {
+			processes++
+		}
+	}
+	b.ReportMetric(float64(processes), "processes")
+	for i := 0; i < b.N; i++ {
+		killEscaped(newProcessMark("bench-no-such-run", uint64(i)).String())
 	}
 }

@@ -22,3 +22,7 @@ func hostAlive(HostID) bool { return true }
 
 // SweepOrphans does nothing outside Linux.
 func SweepOrphans(hclog.Logger) (SweepReport, error) { return SweepReport{}, nil }
+
+// killEscaped does nothing outside Linux: there is no /proc to find a
+// worker's descendants by their process mark.
+func killEscaped(string) {}

@@ -1,9 +1,10 @@
 package pyworker
 
 import (
-	"bufio"
+	"bytes"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -16,42 +17,108 @@ const (
 	bootErrorPrefix = "SNAKEPIT-BOOT-ERROR "
 	maxLogLine      = 64 << 10
 	stderrTailLines = 100 // a fatal error with every thread's stack fits
+	recentLines     = 20  // lines of each stream a start-timeout error shows
+	recentLineBytes = 1 << 10
 )
 
 // readLines calls fn for every line of r (without its newline), made
-// printable; lines longer than maxLogLine are cut. It returns at EOF or on a
-// read error, and closes r: the reader owns the pipe's read end, which would
-// otherwise stay open until the garbage collector finalised it.
-func readLines(r io.ReadCloser, fn func(string)) {
+// printable; lines longer than maxLogLine are cut. A last line without a
+// newline is handed over at EOF. It returns at EOF or on a read error, and
+// closes r: the reader owns the pipe's read end, which would otherwise stay
+// open until the garbage collector finalised it.
+func readLines(r io.ReadCloser, fn func(string)) { newOutputStream(fn).readFrom(r) }
+
+// outputStream splits one of a worker's output streams into lines for fn,
+// and keeps the last recentLines of them and the line not ended yet: what
+// a worker that did not become ready had said.
+type outputStream struct {
+	fn   func(string)
+	done chan struct{} // closed once the stream reached EOF
+
+	mu      sync.Mutex
+	partial []byte   // the line read so far, up to maxLogLine bytes
+	recent  []string // the last lines, each cut at recentLineBytes
+}
+
+func newOutputStream(fn func(string)) *outputStream {
+	return &outputStream{fn: fn, done: make(chan struct{})}
+}
+
+// readFrom reads r to its end (see readLines), then closes r and o.done.
+func (o *outputStream) readFrom(r io.ReadCloser) {
+	defer close(o.done)
 	defer func() { _ = r.Close() }()
-	br := bufio.NewReaderSize(r, 4096)
+	buf := make([]byte, 32<<10)
 	for {
-		line, err := readCappedLine(br)
-		if line != "" || err == nil {
-			fn(printable(line))
-		}
+		n, err := r.Read(buf)
+		o.write(buf[:n])
 		if err != nil {
+			if o.pending() {
+				o.endLine()
+			}
 			return
 		}
 	}
 }
 
-func readCappedLine(br *bufio.Reader) (string, error) {
-	var b strings.Builder
-	for {
-		chunk, err := br.ReadSlice('\n')
-		if b.Len() < maxLogLine {
-			room := maxLogLine - b.Len()
-			if len(chunk) > room {
-				chunk = chunk[:room]
-			}
-			b.Write(chunk)
+func (o *outputStream) write(p []byte) {
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			o.add(p)
+			return
 		}
-		if err == bufio.ErrBufferFull {
-			continue
-		}
-		return strings.TrimRight(b.String(), "\r\n"), err
+		o.add(p[:i])
+		o.endLine()
+		p = p[i+1:]
 	}
+}
+
+func (o *outputStream) add(b []byte) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if room := maxLogLine - len(o.partial); len(b) > room {
+		b = b[:room]
+	}
+	o.partial = append(o.partial, b...)
+}
+
+func (o *outputStream) pending() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.partial) > 0
+}
+
+func (o *outputStream) endLine() {
+	o.mu.Lock()
+	line := printable(strings.TrimRight(string(o.partial), "\r"))
+	o.partial = o.partial[:0]
+	if len(o.recent) == recentLines {
+		copy(o.recent, o.recent[1:])
+		o.recent = o.recent[:recentLines-1]
+	}
+	o.recent = append(o.recent, cutLine(line))
+	o.mu.Unlock()
+	o.fn(line)
+}
+
+// Recent returns the last lines of the stream, then the line it is in the
+// middle of (marked as such), one per line; "" when it carried nothing.
+func (o *outputStream) Recent() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	lines := slices.Clone(o.recent)
+	if len(o.partial) > 0 {
+		lines = append(lines, cutLine(printable(string(o.partial)))+"  [partial line: no newline yet]")
+	}
+	return strings.Join(lines, "\n")
+}
+
+func cutLine(line string) string {
+	if len(line) <= recentLineBytes {
+		return line
+	}
+	return line[:recentLineBytes] + fmt.Sprintf("... (%d bytes cut)", len(line)-recentLineBytes)
 }
 
 // stderrLogger re-logs a worker's stderr through hclog at the level the Python

@@ -2,6 +2,7 @@ package pyworker
 
 import (
 	"io"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -76,5 +77,35 @@ func TestPrintableEscapesWhatATerminalWouldRun(t *testing.T) {
 		if got := printable(in); got != want {
 			t.Errorf("printable(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestOutputStreamKeepsRecentLinesAndThePartialOne: the last recentLines
+// lines are kept, then the line not ended yet, marked as such; a partial
+// line is handed over at EOF.
+func TestOutputStreamKeepsRecentLinesAndThePartialOne(t *testing.T) {
+	var got []string
+	o := newOutputStream(func(l string) { got = append(got, l) })
+	for i := 0; i < recentLines+3; i++ {
+		o.write([]byte("line " + strconv.Itoa(i) + "\r\n"))
+	}
+	o.write([]byte("load"))
+	o.write([]byte("ing..."))
+	recent := strings.Split(o.Recent(), "\n")
+	if len(recent) != recentLines+1 || recent[0] != "line 3" ||
+		recent[len(recent)-1] != "loading...  [partial line: no newline yet]" {
+		t.Fatalf("recent: %q", recent)
+	}
+	o.readFrom(io.NopCloser(strings.NewReader(strings.Repeat("x", 2*recentLineBytes))))
+	if last := got[len(got)-1]; last != "loading..."+strings.Repeat("x", 2*recentLineBytes) {
+		t.Fatalf("at EOF the partial line was handed over as %q", last)
+	}
+	if r := o.Recent(); !strings.HasSuffix(r, "("+strconv.Itoa(len("loading...")+recentLineBytes)+" bytes cut)") {
+		t.Fatalf("a long line is not cut in the recent lines: ...%q", r[len(r)-40:])
+	}
+	select {
+	case <-o.done:
+	default:
+		t.Fatal("done is not closed at EOF")
 	}
 }

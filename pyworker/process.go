@@ -60,6 +60,10 @@ type Command struct {
 	Args []string // not including Path
 	Env  []string
 	Dir  string
+	// Mark is the process mark Env carries (SNAKEPIT_PROCESS_MARK), "" for
+	// none. Every process started from this one inherits it; once this one
+	// has exited, those of them still running are killed (Linux).
+	Mark string
 }
 
 // Process is the seam around one OS process: the runtime only ever talks to a
@@ -70,7 +74,9 @@ type Process interface {
 	Done() <-chan struct{}
 	// Status is valid after Done is closed.
 	Status() ExitStatus
-	// SignalGroup sends sig to the process's whole process group.
+	// SignalGroup sends sig to the process's whole process group. Once the
+	// process has exited, its group has already had SIGKILL (Linux): Done is
+	// closed only after that.
 	SignalGroup(sig syscall.Signal) error
 	// CloseStdin closes the pipe the worker watches for its parent's death.
 	CloseStdin()
@@ -84,47 +90,69 @@ type osProcess struct {
 	status  ExitStatus
 	closeIn sync.Once
 	oom     *oomWatch
+	mark    string // Command.Mark
 }
 
-// pipes are the parent's ends of the child's standard streams.
+// pipes are the parent's ends of the child's standard streams and of its
+// handshake pipe.
 type pipes struct {
 	stdin          *os.File
 	stdout, stderr *os.File
+	handshake      *os.File // read end of the child's fd 3
 }
 
-// startProcess starts c with its stdin, stdout and stderr connected to pipes.
-// The child runs in its own process group and gets SIGKILL when its parent dies.
+// startProcess starts c with its stdin, stdout and stderr connected to pipes,
+// and the write end of one more pipe as its fd 3 (the handshake pipe). The
+// child runs in its own process group and gets SIGKILL when its parent dies.
 func startProcess(c Command) (*osProcess, *pipes, error) {
-	inR, inW, err := os.Pipe()
+	child, parent, err := newPipes()
 	if err != nil {
-		return nil, nil, err
-	}
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		closeAll(inR, inW)
-		return nil, nil, err
-	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		closeAll(inR, inW, outR, outW)
 		return nil, nil, err
 	}
 	cmd := exec.Command(c.Path, c.Args...)
 	cmd.Env, cmd.Dir = c.Env, c.Dir
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = child[0], child[1], child[2]
+	cmd.ExtraFiles = []*os.File{child[3]} // fd 3 (handshakeFD)
 	cmd.SysProcAttr = sysProcAttr()
 	err = spawn(cmd)
-	closeAll(inR, outW, errW) // the child holds its own copies now
+	closeAll(child[:]...) // the child holds its own copies now
 	if err != nil {
-		closeAll(inW, outR, errR)
+		closeAll(parent.stdin, parent.stdout, parent.stderr, parent.handshake)
 		return nil, nil, fmt.Errorf("start %s: %w", c.Path, err)
 	}
-	p := &osProcess{cmd: cmd, stdin: inW, done: make(chan struct{}), oom: newOOMWatch(cmd.Process.Pid)}
+	p := &osProcess{cmd: cmd, stdin: parent.stdin, done: make(chan struct{}), oom: newOOMWatch(cmd.Process.Pid), mark: c.Mark}
 	go p.reap()
-	return p, &pipes{stdin: inW, stdout: outR, stderr: errR}, nil
+	return p, parent, nil
 }
 
+// newPipes makes the child's stdin, stdout, stderr and handshake pipes: the
+// child's ends (stdin's read end, the others' write ends) and the parent's.
+func newPipes() ([4]*os.File, *pipes, error) {
+	var child, parent [4]*os.File
+	for i := range child {
+		r, w, err := os.Pipe()
+		if err != nil {
+			closeAll(child[:i]...)
+			closeAll(parent[:i]...)
+			return child, nil, err
+		}
+		child[i], parent[i] = w, r
+		if i == 0 {
+			child[i], parent[i] = r, w
+		}
+	}
+	return child, &pipes{stdin: parent[0], stdout: parent[1], stderr: parent[2], handshake: parent[3]}, nil
+}
+
+// reap waits for the process to exit, kills what it leaves behind, then
+// reaps it. While it is an unreaped zombie its pid, and the process group id
+// it leads, cannot be anyone else's: the group is killed then, whether the
+// worker exited by itself, was stopped or was killed.
 func (p *osProcess) reap() {
+	if pid := p.cmd.Process.Pid; awaitExit(pid) {
+		_ = signalGroup(pid, syscall.SIGKILL)
+		killEscaped(p.mark)
+	}
 	err := p.cmd.Wait()
 	var ee *exec.ExitError
 	switch {

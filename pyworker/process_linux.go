@@ -4,6 +4,8 @@ import (
 	"os/exec"
 	"runtime"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Pdeathsig is delivered when the *thread* that forked the child exits, not
@@ -42,4 +44,17 @@ func signalGroup(pid int, sig syscall.Signal) error {
 		return nil
 	}
 	return err
+}
+
+// awaitExit waits until the child pid has exited, without reaping it
+// (waitid with WNOWAIT): until it is reaped, its pid and the process group
+// id it leads stay its own. It reports false if the wait failed.
+func awaitExit(pid int) bool {
+	for {
+		var info unix.Siginfo
+		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if err != unix.EINTR {
+			return err == nil
+		}
+	}
 }

@@ -1,8 +1,10 @@
 """Worker entry point: ``python -m snakepit.worker --adapter SPEC --socket PATH``.
 
-stdout carries exactly one protocol line (see snakepit.handshake): READY once
-the server listens, or BOOT-ERROR (exit code 78) when start-up fails. Logs go
-to stderr. After READY, stdout is only the tools' own ``print()`` output.
+The worker writes exactly one protocol line (see snakepit.handshake): READY
+once the server listens, or BOOT-ERROR (exit code 78) when start-up fails.
+It goes to the pipe named by ``--handshake-fd`` (the Go runtime passes fd 3),
+else to stdout. Logs go to stderr; stdout is only the adapter's and the
+tools' own output (with ``--handshake-fd``, from its first byte).
 
 Transports: ``native`` (the default; docs/wire-format.md, standard library
 only) and ``grpc`` (needs grpcio and protobuf, imported only when chosen).
@@ -40,8 +42,8 @@ from snakepit.handshake import (
     BOOT_ERROR_EXIT_CODE,
     PARENT_GONE_EXIT_CODE,
     BootError,
+    HandshakeChannel,
     boot_error_line,
-    emit,
     ready_line,
 )
 from snakepit.logsetup import configure_logging
@@ -77,6 +79,8 @@ class Options:
     host_start: int = 0
     #: --stack-file: where SIGUSR1 dumps every thread's Python stack ("" for off).
     stack_file: str = ""
+    #: --handshake-fd: the pipe the protocol line goes to (None: stdout).
+    handshake_fd: Optional[int] = None
 
 
 def _transport(value: str) -> str:
@@ -108,6 +112,17 @@ def _non_negative(what: str) -> Callable[[str], int]:
         return number
 
     return parse
+
+
+def _handshake_fd(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"handshake fd must be an integer, got {value!r}") from None
+    if number < 3:
+        raise argparse.ArgumentTypeError(
+            f"handshake fd must be 3 or more (0-2 are the standard streams), got {number}")
+    return number
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
@@ -148,6 +163,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
                         help="create (or truncate) PATH, mode 0600, and append a dump of every "
                              "thread's Python stack to it on each SIGUSR1 (faulthandler: works "
                              "even while a C call holds the GIL)")
+    parser.add_argument("--handshake-fd", type=_handshake_fd, default=None, metavar="FD",
+                        help="write the one READY or BOOT-ERROR line to this inherited pipe "
+                             "(made non-inheritable at start, closed after the line) instead "
+                             "of stdout")
     ns = parser.parse_args(argv)
     profile = ns.profile
     if profile is None:
@@ -166,6 +185,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
         host_pid=ns.host_pid,
         host_start=ns.host_start,
         stack_file=ns.stack_file,
+        handshake_fd=ns.handshake_fd,
     )
 
 
@@ -257,14 +277,24 @@ def _take_token() -> str:
     return token
 
 
-def _boot_failed(exc: BaseException) -> int:
+def _boot_failed(exc: BaseException, channel: HandshakeChannel) -> int:
     logger.error("worker failed to start: %s: %s", type(exc).__name__, exc)
-    emit(boot_error_line(exc), sys.stdout)
+    try:
+        channel.send(boot_error_line(exc))
+    except OSError as err:
+        logger.error("cannot write the BOOT-ERROR line: %s", err)
     return BOOT_ERROR_EXIT_CODE
 
 
-def _announce_ready(options: Options, adapter: LoadedAdapter) -> None:
-    emit(ready_line(options.transport, PROTOCOL_VERSION), sys.stdout)
+def _announce_ready(options: Options, adapter: LoadedAdapter, channel: HandshakeChannel) -> None:
+    try:
+        channel.send(ready_line(options.transport, PROTOCOL_VERSION))
+    except OSError as err:
+        # Nobody will connect: leave at once (the server's threads would
+        # hold the interpreter's exit).
+        logger.error("cannot write the READY line: %s; exiting", err)
+        logging.shutdown()
+        os._exit(BOOT_ERROR_EXIT_CODE)
     _line_buffer_stdout()
     logger.info(
         "worker %s ready: adapter %r, tools [%s], capacity %d, profile %s%s, socket %s, "
@@ -276,7 +306,8 @@ def _announce_ready(options: Options, adapter: LoadedAdapter) -> None:
 
 
 def _serve_native(
-    options: Options, adapter: LoadedAdapter, token: str, started: float
+    options: Options, adapter: LoadedAdapter, token: str, started: float,
+    channel: HandshakeChannel,
 ) -> Tuple[int, int]:
     """Run the native server until shutdown. Returns (exit code, calls still running)."""
     from snakepit.native_server import NativeServer
@@ -293,9 +324,9 @@ def _serve_native(
         )
         server.start(options.socket)
     except Exception as exc:
-        return _boot_failed(exc), 0
+        return _boot_failed(exc, channel), 0
     server.install_signal_handlers()
-    _announce_ready(options, adapter)
+    _announce_ready(options, adapter, channel)
     server.wait_stopped()
     server.close()
     left = server.in_flight
@@ -304,7 +335,8 @@ def _serve_native(
 
 
 async def _serve_grpc(
-    options: Options, adapter: LoadedAdapter, token: str, started: float
+    options: Options, adapter: LoadedAdapter, token: str, started: float,
+    channel: HandshakeChannel,
 ) -> Tuple[int, int]:
     """Run the gRPC server until shutdown. Returns (exit code, calls still running)."""
     with gil.phase("gRPC transport import"):
@@ -321,9 +353,9 @@ async def _serve_grpc(
         )
         await server.start(options.socket)
     except Exception as exc:
-        return _boot_failed(exc), 0
+        return _boot_failed(exc, channel), 0
     server.install_signal_handlers()
-    _announce_ready(options, adapter)
+    _announce_ready(options, adapter, channel)
     await server.wait_stopped()
     left = server.in_flight
     logger.info("worker %s stopped", options.worker_id or "-")
@@ -343,6 +375,12 @@ def _line_buffer_stdout() -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     started = time.monotonic()
     options = parse_args(argv)
+    try:
+        # First: no process started from here on may inherit the descriptor.
+        channel = HandshakeChannel.open(options.handshake_fd)
+    except BootError as exc:
+        configure_logging()
+        return _boot_failed(exc, HandshakeChannel(None))
     configure_logging()
     if options.watch_stdin:
         start_stdin_watch()
@@ -369,16 +407,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except BaseException as exc:  # noqa: B036 - SystemExit from an import is a boot error too
         if isinstance(exc, KeyboardInterrupt):
             raise
-        return _boot_failed(exc)
+        return _boot_failed(exc, channel)
     if options.thread_checks and options.profile == "thread":
         from snakepit import threadsafe
 
         threadsafe.warn_about_libraries()
 
     if options.transport == "grpc":
-        code, left = asyncio.run(_serve_grpc(options, adapter, token, started))
+        code, left = asyncio.run(_serve_grpc(options, adapter, token, started, channel))
     else:
-        code, left = _serve_native(options, adapter, token, started)
+        code, left = _serve_native(options, adapter, token, started, channel)
     if code != 0:
         return code
     if left:
