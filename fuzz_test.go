@@ -298,3 +298,43 @@ func sameJSON(sent, decoded any) bool {
 	}
 	return false
 }
+
+// FuzzArgsDepth: nestsDeeper, the depth check every call's arguments pass,
+// agrees with encoding/json's own tokenizer on every valid JSON text:
+// brackets inside strings, escaped quotes and backslashes do not count.
+func FuzzArgsDepth(f *testing.F) {
+	f.Add([]byte(`{"a":[1,{"b":[]}]}`), 2)
+	f.Add([]byte(`{"s":"[[[[\"[[","t":"\\"}`), 1)
+	f.Add([]byte(`[[[[[[0]]]]]]`), 5)
+	f.Add([]byte(`["\\\"[[[[[[[[", [[[]]]]`), 3)
+	f.Add([]byte(`"just a string [[["`), 0)
+	f.Fuzz(func(t *testing.T, data []byte, limit int) {
+		if !json.Valid(data) || limit < 0 || limit > 1000 {
+			return
+		}
+		want := tokenDepth(data) > limit
+		if got := nestsDeeper(data, limit); got != want {
+			t.Fatalf("nestsDeeper(%q, %d) = %v, want %v", data, limit, got, want)
+		}
+	})
+}
+
+// tokenDepth is the deepest nesting of arrays and objects in valid JSON, as
+// encoding/json's tokenizer sees it.
+func tokenDepth(data []byte) int {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	depth, deepest := 0, 0
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return deepest
+		}
+		switch tok {
+		case json.Delim('['), json.Delim('{'):
+			depth++
+			deepest = max(deepest, depth)
+		case json.Delim(']'), json.Delim('}'):
+			depth--
+		}
+	}
+}

@@ -276,7 +276,7 @@ func (rt *Runtime) call(ctx context.Context, pool, tool string, args any, o call
 		defer cancel()
 	}
 	deadline, _ := ctx.Deadline()
-	req.Execute.DeadlineUnixNano = deadline.UnixNano()
+	req.Execute.DeadlineUnixNano = wireDeadline(deadline)
 	for attempt := 0; ; attempt++ {
 		res, err := rt.roundTrip(ctx, pid, pool, req, o.session.strictID())
 		if o.session != nil {
@@ -301,8 +301,8 @@ func (rt *Runtime) newRequest(ctx context.Context, pool, tool string, args any, 
 	if err := ctx.Err(); err != nil {
 		return nil, nil, fmt.Errorf("snakepit: %s.%s: %w", pool, tool, err)
 	}
-	if tool == "" {
-		return nil, nil, callError(pool, tool, ErrUnknownTool, "the tool name is empty: name one of the pool's tools (Runtime.Tools lists them)")
+	if err := checkToolName(pool, tool); err != nil {
+		return nil, nil, err
 	}
 	argsJSON, binary, err := encodeArgs(args)
 	if err != nil {

@@ -111,7 +111,7 @@ func (rt *Runtime) openStream(ctx context.Context, pool, tool string, args any, 
 		s.ctx, s.cancel = context.WithTimeout(ctx, rt.cfg.CallTimeout)
 	}
 	deadline, _ := s.ctx.Deadline()
-	req.Execute.DeadlineUnixNano = deadline.UnixNano()
+	req.Execute.DeadlineUnixNano = wireDeadline(deadline)
 
 	box := actors.NewReplyBox(rt.system)
 	defer box.Release()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -149,7 +150,7 @@ func (c *grpcConn) serveCallbacks(opened chan<- error, maxRecv int) {
 		parent := c.parents.context(req.GetParentRequestId())
 		c.mu.Unlock()
 		go func() {
-			reply := runCallback(parent, c.ctx, c.callbacks, req)
+			reply := sendableReply(runCallback(parent, c.ctx, c.callbacks, req))
 			if size := proto.Size(reply); size > c.maxMsg {
 				reply = tooLargeReply(req, size, c.maxMsg)
 			}
@@ -158,6 +159,17 @@ func (c *grpcConn) serveCallbacks(opened chan<- error, maxRecv int) {
 			_ = stream.Send(reply) // fails only once the stream has ended
 		}()
 	}
+}
+
+// sendableReply makes a callback's error text valid UTF-8, as protobuf
+// strings must be (a handler's error may quote any bytes): an invalid byte
+// becomes U+FFFD, as the native transport's JSON writes it. Otherwise Send
+// fails, and with it the Callbacks stream of every later callback.
+func sendableReply(reply *pb.CallbackReply) *pb.CallbackReply {
+	if e := reply.GetError(); e != nil {
+		e.Kind, e.Message = strings.ToValidUTF8(e.Kind, "\uFFFD"), strings.ToValidUTF8(e.Message, "\uFFFD")
+	}
+	return reply
 }
 
 // grpcStream is a streaming call over the ExecuteStream RPC. Its reader

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 )
 
 // CreditBody is the body of a CREDIT frame granting n more chunks (n >= 1).
@@ -52,8 +53,9 @@ func (e *ArgumentError) Error() string { return "bad callback arguments: " + e.P
 // meta length, meta that is not a JSON object, "name" or "parent" that is
 // not a string, a malformed or duplicated "bin" entry, binary lengths that
 // do not add up to the rest of the body), as the worker treats EXECUTE. A
-// well-framed body whose "args" is not a JSON object, or names a binary
-// argument also in "args", gives an *ArgumentError.
+// well-framed body whose "args" is not a JSON object, nests deeper than
+// encoding/json decodes, or names a binary argument also in "args", gives
+// an *ArgumentError.
 func ParseCallback(body []byte) (*CallbackCall, error) {
 	size := len(body)
 	if size < 4 {
@@ -74,6 +76,9 @@ func ParseCallback(body []byte) (*CallbackCall, error) {
 		return nil, &FrameError{Problem: "CALLBACK meta is not a JSON object"}
 	}
 	if err := json.Unmarshal(raw, &meta); err != nil {
+		if strings.Contains(err.Error(), "exceeded max depth") { // only "args" can nest
+			return nil, &ArgumentError{Problem: "args nest deeper than the 10000 levels Go's encoding/json decodes"}
+		}
 		return nil, &FrameError{Problem: fmt.Sprintf("CALLBACK meta is not a JSON object: %v", err)}
 	}
 	call := &CallbackCall{}

@@ -47,6 +47,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, Optional, Tuple
 
+from snakepit import wire
 from snakepit.cancellation import _CURRENT, CallContext, Cancelled
 from snakepit.codec import ALLOWED_RESULT_TYPES, _json_default, _short_type_name, _Unencodable
 
@@ -247,10 +248,13 @@ def decode_result(name: str, data: bytes, raw: bool) -> Any:
     if not data:
         return None
     try:
-        return json.loads(data.decode("utf-8"))
+        return wire.loads(data)
     except ValueError as exc:  # includes UnicodeDecodeError
         raise CallbackError(BAD_REPLY, f"the runtime's result is not valid UTF-8 JSON: {exc}",
                             name) from None
+    except wire.JSONLimitError as exc:  # e.g. nested deeper than the decoder goes
+        raise CallbackError(BAD_REPLY, f"the runtime's result cannot be decoded: its contents "
+                            f"{exc.problem}", name) from None
 
 
 # ------------------------------------------------------------ for transports

@@ -14,6 +14,7 @@ import traceback
 from types import TracebackType
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+from snakepit import wire
 from snakepit.adapter import Tool
 
 ALLOWED_RESULT_TYPES = (
@@ -87,19 +88,29 @@ def decode_args(
     tool_name: str, args_json: bytes, binary_args: Optional[Mapping[str, bytes]] = None
 ) -> Dict[str, Any]:
     """Keyword arguments from ``args_json`` (a JSON object, or empty) plus
-    ``binary_args`` (added as ``bytes``). Raises CallError(BAD_ARGUMENTS)."""
+    ``binary_args`` (added as ``bytes``). Raises CallError(BAD_ARGUMENTS),
+    also for JSON nested deeper than the decoder goes (wire.MAX_JSON_DEPTH
+    is what the runtime sends at most)."""
     decoded: Any
     if not args_json:
         decoded = {}
     else:
         try:
-            decoded = json.loads(bytes(args_json).decode("utf-8"))
+            decoded = wire.loads(args_json)
         except ValueError as exc:  # includes UnicodeDecodeError
             raise CallError(
                 ErrorKind.BAD_ARGUMENTS,
                 f"{tool_name}: args_json is not valid UTF-8 JSON: {exc}",
             ) from None
+        except wire.JSONLimitError as exc:
+            raise args_limit_error(tool_name, exc) from None
     return merge_args(tool_name, decoded, binary_args)
+
+
+def args_limit_error(tool_name: str, exc: wire.JSONLimitError) -> CallError:
+    """BAD_ARGUMENTS for arguments that are well-formed JSON this worker
+    cannot decode (nested too deep, an integer of too many digits)."""
+    return CallError(ErrorKind.BAD_ARGUMENTS, f"{tool_name}: the arguments {exc.problem}")
 
 
 def merge_args(

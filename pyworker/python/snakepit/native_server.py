@@ -63,6 +63,7 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional, Set, Tuple
 from snakepit import cancellation, wire
 from snakepit.adapter import LoadedAdapter, Tool, close_adapter
 from snakepit.callbacks import (
+    BAD_REPLY,
     CONNECTION_CLOSED,
     TOO_LARGE,
     CallbackError,
@@ -291,8 +292,9 @@ class NativeCallbacks:
     def answer(self, frame_type: int, flags: int, callback_id: int, body: memoryview) -> None:
         """A ``CALLBACK_RESULT`` or ``CALLBACK_ERROR`` (reader thread). An
         answer to a callback nobody waits for any more (its call was
-        cancelled) is dropped. Raises WireError for a body that does not
-        parse."""
+        cancelled) is dropped. Raises WireError for a body that is not
+        UTF-8 JSON; a result that is well-formed JSON too deep (or too big)
+        to decode fails that callback alone (CallbackError BAD_REPLY)."""
         pending = self.table.pop(callback_id)
         if pending is None:
             logger.debug("connection %s: dropped the answer to callback %d, which nobody "
@@ -322,6 +324,11 @@ class NativeCallbacks:
                     CONNECTION_CLOSED, "the runtime sent a bad answer", pending.name))
                 raise wire.WireError(
                     f"CALLBACK_RESULT body is not valid UTF-8 JSON: {exc}") from None
+            except wire.JSONLimitError as exc:  # this callback's result alone fails
+                pending.resolve(error=CallbackError(
+                    BAD_REPLY, f"the runtime's result cannot be decoded: its contents "
+                    f"{exc.problem}", pending.name))
+                return
             pending.resolve(value)
 
 
@@ -789,9 +796,15 @@ class NativeServer(WorkerCore):
     # ---------------------------------------------------------------- calls
 
     def _on_execute(self, conn: Connection, stream: int, body: memoryview) -> None:
-        call = wire.parse_execute(body)
         if stream in conn.calls:
             raise wire.WireError(f"EXECUTE on stream {stream}, which has a call in flight")
+        try:
+            call = wire.parse_execute(body)
+        except wire.JSONLimitError as exc:  # the call's own bad arguments: answer it alone
+            self._counters.count_served()
+            self._send_outcome(conn, stream, "", CallError(
+                ErrorKind.BAD_ARGUMENTS, f"the call's arguments {exc.problem}"))
+            return
         ctx: Optional[CallContext] = None
         try:
             if self._shutdown.requested:

@@ -85,10 +85,21 @@ _CALLBACKS_OPEN_GRACE = 2.0
 def _error_info(err: CallError) -> worker_pb2.ErrorInfo:
     return worker_pb2.ErrorInfo(
         kind=worker_pb2.ErrorInfo.Kind.Value(err.kind.value),
-        type=err.type_name,
-        message=err.message,
-        traceback=err.traceback_text,
+        type=_sendable(err.type_name),
+        message=_sendable(err.message),
+        traceback=_sendable(err.traceback_text),
     )
+
+
+def _sendable(text: str) -> str:
+    """``text`` as a protobuf string field can carry it: a lone surrogate
+    (JSON's ``"\\ud800"`` decodes to one, and may reach an error message as
+    an argument's name or value) is written as its escape, ``\\ud800``."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def execute_reply(request_id: str, outcome: Outcome) -> worker_pb2.ExecuteReply:

@@ -9,7 +9,10 @@ Standard library only.
 A problem with a frame raises :class:`WireError` (a *bad frame*: the
 receiver answers PROTOCOL_ERROR and closes); :class:`TruncatedFrame` when the
 connection ended inside a frame and :class:`VersionMismatch` for another wire
-version are subclasses.
+version are subclasses. Well-formed JSON that this side cannot hold (nested
+deeper than the decoder goes, an integer of too many digits) raises
+:class:`JSONLimitError` instead: the frame was read whole, so only the call
+or the answer it carried fails, and the connection goes on.
 """
 
 from __future__ import annotations
@@ -67,6 +70,13 @@ ALLOWED_FLAGS: Dict[int, int] = {RESULT: FLAG_RAW, CHUNK: FLAG_RAW, CALLBACK_RES
 #: Ops of a REQUEST frame.
 OPS = ("health", "stats", "describe", "shutdown", "session_end")
 
+#: The deepest nesting of JSON arrays and objects in a call's arguments
+#: (the arguments object itself is level 1) that the runtime sends: it
+#: refuses deeper ones before sending (snakepit.MaxArgsDepth, the same
+#: number). Far within what every supported CPython decodes (3.11: about
+#: 990 levels, bounded by sys.getrecursionlimit(); 3.13: about 10,000).
+MAX_JSON_DEPTH = 512
+
 
 class WireError(Exception):
     """A bad frame. ``message`` names the problem (it goes into PROTOCOL_ERROR)."""
@@ -86,6 +96,29 @@ class VersionMismatch(WireError):
     def __init__(self, got: int) -> None:
         super().__init__(f"wire version {got}, this side speaks {VERSION}")
         self.got = got
+
+
+class JSONLimitError(Exception):
+    """Well-formed JSON this side cannot decode: nested deeper than the
+    decoder goes (RecursionError), or holding an integer of more digits than
+    Python converts (``sys.get_int_max_str_digits()``). Not a bad frame: it
+    fails only the call (or callback answer) whose body held it.
+    ``problem`` completes a sentence about the JSON ("the arguments ...")."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+
+
+def limit_error(exc: BaseException) -> JSONLimitError:
+    """The JSONLimitError for a RecursionError or ValueError (not a
+    JSONDecodeError) that decoding well-formed JSON raised."""
+    if isinstance(exc, RecursionError):
+        return JSONLimitError(
+            f"nest deeper than this worker's JSON decoder goes ({exc}); keep arrays and "
+            f"objects within {MAX_JSON_DEPTH} levels (the JSON nesting limit, "
+            f"docs/wire-format.md)")
+    return JSONLimitError(f"hold something this worker's JSON decoder refuses: {exc}")
 
 
 def type_name(frame_type: int) -> str:
@@ -248,24 +281,35 @@ def dumps(value: Any) -> bytes:
 def loads(data: Union[bytes, bytearray, memoryview]) -> Any:
     """Decode one UTF-8 JSON document (json.loads' rules, less overhead).
 
-    Raises ValueError (json.JSONDecodeError, UnicodeDecodeError).
+    Raises ValueError (json.JSONDecodeError, UnicodeDecodeError) for what is
+    not UTF-8 JSON, and JSONLimitError for well-formed JSON nested deeper
+    than the decoder goes or holding an integer Python refuses.
     """
     text = str(data, "utf-8")
     try:
-        value, end = _scan_once(text, 0)
-    except StopIteration:  # no value starts at 0 (or leading whitespace)
-        return json.loads(text)  # whitespace is fine; anything else raises there
+        try:
+            value, end = _scan_once(text, 0)
+        except StopIteration:  # no value starts at 0 (or leading whitespace)
+            return json.loads(text)  # whitespace is fine; anything else raises there
+    except json.JSONDecodeError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise limit_error(exc) from None
     if end != len(text) and text[end:].strip(" \t\n\r"):
         raise json.JSONDecodeError("Extra data", text, end)
     return value
 
 
 def parse_object(body: Union[bytes, bytearray, memoryview], what: str) -> Dict[str, Any]:
-    """A frame body that must be a JSON object. Raises WireError."""
+    """A frame body that must be a JSON object (one the runtime builds, which
+    never nests deep: HELLO, REQUEST, ...). Raises WireError, also for JSON
+    it cannot decode."""
     try:
         value = loads(body)
     except ValueError as exc:  # includes UnicodeDecodeError
         raise WireError(f"{what} body is not valid UTF-8 JSON: {exc}") from None
+    except JSONLimitError as exc:
+        raise WireError(f"{what} body does not decode: its contents {exc.problem}") from None
     if not isinstance(value, dict):
         raise WireError(f"{what} body must be a JSON object, got {type(value).__name__}")
     return value
@@ -300,13 +344,7 @@ def _split_meta(body: Union[bytes, bytearray, memoryview], what: str) -> Tuple[D
     if meta_len > size - 4:
         raise WireError(f"{what} meta length {meta_len} exceeds the {size - 4} bytes that follow it")
     try:
-        text = str(body[4 : 4 + meta_len], "utf-8")
-        try:  # loads(), inlined
-            meta, end = _scan_once(text, 0)
-        except StopIteration:
-            meta, end = json.loads(text), len(text)
-        if end != len(text) and text[end:].strip(" \t\n\r"):
-            raise json.JSONDecodeError("Extra data", text, end)
+        meta = loads(body[4 : 4 + meta_len])
     except ValueError as exc:
         raise WireError(f"{what} meta is not valid UTF-8 JSON: {exc}") from None
     if type(meta) is not dict:
@@ -355,7 +393,10 @@ def _read_binary(
 
 
 def parse_execute(body: Union[bytes, bytearray, memoryview]) -> ExecuteCall:
-    """Parse ``u32 meta_len | meta JSON | binary args``. Raises WireError.
+    """Parse ``u32 meta_len | meta JSON | binary args``. Raises WireError,
+    or JSONLimitError for a meta that is well-formed JSON this side cannot
+    decode (the call's arguments nest too deep, say): a bad argument of the
+    call, not a bad frame.
 
     Binary arguments are copied out as ``bytes``, so the result outlives the
     read buffer. A malformed ``args`` value (not an object) is left to the
@@ -382,8 +423,10 @@ def parse_execute(body: Union[bytes, bytearray, memoryview]) -> ExecuteCall:
             meta, end = json.loads(text), len(text)
         if end != len(text) and text[end:].strip(" \t\n\r"):
             raise json.JSONDecodeError("Extra data", text, end)
-    except ValueError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise WireError(f"EXECUTE meta is not valid UTF-8 JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # well-formed, but too deep or too big
+        raise limit_error(exc) from None
     if type(meta) is not dict:
         raise WireError(f"EXECUTE meta must be a JSON object, got {type(meta).__name__}")
     offset = 4 + meta_len
@@ -500,7 +543,8 @@ def callback_body(
 
 
 def parse_callback(body: Union[bytes, bytearray, memoryview]) -> CallbackCall:
-    """Parse a CALLBACK body (see :func:`callback_body`). Raises WireError."""
+    """Parse a CALLBACK body (see :func:`callback_body`). Raises WireError,
+    or JSONLimitError for well-formed meta JSON this side cannot decode."""
     meta, offset = _split_meta(body, "CALLBACK")
     name = meta.get("name")
     parent = meta.get("parent", "")
