@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -253,32 +252,11 @@ func TestSweepKillsWhatDeadHostsWorkersLeft(t *testing.T) {
 	})
 }
 
-// pidsLine collects the descendant host's stdout and hands over its pids.
-type pidsLine struct {
-	mu   sync.Mutex
-	buf  bytes.Buffer
-	line chan string
-	once sync.Once
-}
-
-func (a *pidsLine) Write(p []byte) (int, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.buf.Write(p)
-	s := a.buf.String()
-	if i := strings.Index(s, descendantPidsPrefix); i >= 0 {
-		if j := strings.IndexByte(s[i:], '\n'); j >= 0 {
-			a.once.Do(func() { a.line <- s[i+len(descendantPidsPrefix) : i+j] })
-		}
-	}
-	return len(p), nil
-}
-
 // runDescendantHost starts cmd, waits for the pids it announces, pins them,
 // then kills cmd with SIGKILL and reaps it.
 func runDescendantHost(t *testing.T, cmd *exec.Cmd) []*sleeper {
 	t.Helper()
-	ann := &pidsLine{line: make(chan string, 1)}
+	ann := &announcement{prefix: descendantPidsPrefix, line: make(chan string, 1)}
 	stderr := &logBuffer{}
 	cmd.Stdout, cmd.Stderr, cmd.WaitDelay = ann, stderr, 5*time.Second
 	if err := cmd.Start(); err != nil {

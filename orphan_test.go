@@ -52,12 +52,14 @@ func TestHelperHostProcess(t *testing.T) {
 	t.Fatal("the helper host was not killed")
 }
 
-// announcement collects the helper's stdout and hands over its pids line.
+// announcement collects a helper process's stdout and hands over the rest
+// of its first line that starts with prefix.
 type announcement struct {
-	mu   sync.Mutex
-	buf  bytes.Buffer
-	line chan string
-	once sync.Once
+	prefix string
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	line   chan string
+	once   sync.Once
 }
 
 func (a *announcement) Write(p []byte) (int, error) {
@@ -65,9 +67,9 @@ func (a *announcement) Write(p []byte) (int, error) {
 	defer a.mu.Unlock()
 	a.buf.Write(p)
 	s := a.buf.String()
-	if i := strings.Index(s, helperPidsPrefix); i >= 0 {
+	if i := strings.Index(s, a.prefix); i >= 0 {
 		if j := strings.IndexByte(s[i:], '\n'); j >= 0 {
-			a.once.Do(func() { a.line <- s[i+len(helperPidsPrefix) : i+j] })
+			a.once.Do(func() { a.line <- s[i+len(a.prefix) : i+j] })
 		}
 	}
 	return len(p), nil
@@ -86,7 +88,7 @@ func killHostOnce(t *testing.T, runtimeDir string) time.Duration {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperHostProcess$", "-test.count=1")
 	cmd.Env = append(os.Environ(), envHelperHost+"=1", envHelperRuntimeDir+"="+runtimeDir)
-	ann := &announcement{line: make(chan string, 1)}
+	ann := &announcement{prefix: helperPidsPrefix, line: make(chan string, 1)}
 	stderr := &logBuffer{}
 	cmd.Stdout, cmd.Stderr, cmd.WaitDelay = ann, stderr, 5*time.Second
 	if err := cmd.Start(); err != nil {
