@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/snakepit-go/snakepit"
+	"github.com/snakepit-go/snakepit/internal/testkit"
 )
 
 // logBuffer collects a runtime's logs; they are printed when a test fails.
@@ -163,13 +164,7 @@ func isZombie(pid string) bool {
 // state the runtime reaches by itself, never a guess at how long it takes.
 func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.WaitFor(t, what, within, cond)
 }
 
 func health(t *testing.T, rt *snakepit.Runtime, name string) snakepit.PoolHealth {

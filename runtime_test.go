@@ -239,7 +239,7 @@ func TestQueueFullIsSaturated(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				_, _ = rt.Call(ctx, "p", "sleep", map[string]any{"seconds": 30})
+				_, _ = rt.Call(ctx, "p", "cooperative_loop", map[string]any{"seconds": 30})
 			}()
 		}
 		waitFor(t, "one call running and one queued", 20*time.Second, func() bool {
@@ -260,7 +260,7 @@ func TestContextDeadline(t *testing.T) {
 		rt, _ := start(t, pool(t, "p", "echo_tools", 1))
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		defer cancel()
-		_, err := rt.Call(ctx, "p", "sleep", map[string]any{"seconds": 30})
+		_, err := rt.Call(ctx, "p", "cooperative_loop", map[string]any{"seconds": 30})
 		if !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("got %v, want context.DeadlineExceeded", err)
 		}

@@ -10,27 +10,13 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/snakepit-go/snakepit"
+	"github.com/snakepit-go/snakepit/internal/testkit"
 )
 
 // checkNoLeaks records the goroutines running now; the returned func fails
-// the test if others are still running 10 s later: protoactor's
-// dead-letter throttle keeps a goroutine for one 1 s period after a dead
-// letter, so goroutines get that long to end.
-func checkNoLeaks(t *testing.T) func() {
-	before := goleak.IgnoreCurrent()
-	return func() {
-		var err error
-		for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
-			if err = goleak.Find(before); err == nil {
-				return
-			}
-		}
-		t.Error(err)
-	}
-}
+// the test if others are still running 10 s later.
+func checkNoLeaks(t *testing.T) func() { return testkit.NoLeaks(t, 10*time.Second) }
 
 // startStoppable starts a runtime the test stops itself, before its leak
 // check; should the test fail first, a cleanup stops it.

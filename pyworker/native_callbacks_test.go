@@ -133,7 +133,11 @@ func TestNativeCallbackParentCancelled(t *testing.T) {
 		for range frames {
 		}
 	})
+	entered := make(chan struct{}) // the callback of req-2 runs: the call may be cancelled
 	ep.Callbacks = func(ctx context.Context, parent string, req *pb.CallbackRequest) *pb.CallbackReply {
+		if parent == "req-2" {
+			close(entered)
+		}
 		select {
 		case <-ctx.Done():
 			handlerDone <- fmt.Errorf("%s: %w", parent, context.Cause(ctx))
@@ -145,7 +149,7 @@ func TestNativeCallbackParentCancelled(t *testing.T) {
 	n := dialNative(t, ep)
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
-		time.Sleep(100 * time.Millisecond)
+		<-entered
 		cancel()
 	}()
 	if _, err := n.Execute(ctx, &pb.ExecuteRequest{RequestId: "req-2", Tool: "callback"}); !errors.Is(err, context.Canceled) {

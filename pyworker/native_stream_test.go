@@ -13,8 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
+	"github.com/snakepit-go/snakepit/internal/testkit"
 	"github.com/snakepit-go/snakepit/pyworker/pb"
 	"github.com/snakepit-go/snakepit/pyworker/wire"
 )
@@ -23,8 +22,7 @@ import (
 // first: its check runs after every later cleanup (the fake worker's too).
 func leakCheck(t *testing.T) {
 	t.Helper()
-	ignore := goleak.IgnoreCurrent()
-	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
+	t.Cleanup(testkit.NoLeaks(t, 2*time.Second))
 }
 
 type rawFrame struct {

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/snakepit-go/snakepit/internal/testkit"
 )
 
 func TestParseWorkerArgs(t *testing.T) {
@@ -164,17 +166,6 @@ func childGone(pid int) bool {
 	return !strings.Contains(string(cmdline), "time.sleep(120)")
 }
 
-func pollUntil(t *testing.T, what string, within time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting until %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // TestSweepKillsOrphansAndTheirGroupsOnly: workers whose host died, or
 // whose host pid now belongs to another process (a reused pid), are killed
 // with their process groups; a worker of a live host is not touched.
@@ -204,7 +195,7 @@ func TestSweepKillsOrphansAndTheirGroupsOnly(t *testing.T) {
 		if ws := f.cmd.ProcessState.Sys().(syscall.WaitStatus); !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
 			t.Fatalf("%s ended with %v, want SIGKILL", name, f.cmd.ProcessState)
 		}
-		pollUntil(t, name+"'s child (same process group) is gone", 5*time.Second, func() bool { return childGone(f.child) })
+		testkit.WaitFor(t, name+"'s child (same process group) is gone", 5*time.Second, func() bool { return childGone(f.child) })
 		if !slices.Contains(rep.Killed, f.cmd.Process.Pid) {
 			// Only a concurrent sweep (another package's runtime starting) may beat ours.
 			t.Logf("%s %d was killed, but not by this sweep", name, f.cmd.Process.Pid)
