@@ -151,6 +151,7 @@ func workerEndings() []workerEnding {
 // for a hang — the processes its tools started end with it: one in its
 // process group, and one that left the group for a session of its own.
 func TestNoDescendantOutlivesItsWorker(t *testing.T) {
+	t.Parallel()
 	eachTransport(t, func(t *testing.T) {
 		for _, e := range workerEndings() {
 			t.Run(e.name, func(t *testing.T) {

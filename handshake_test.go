@@ -65,6 +65,7 @@ func TestPartialStdoutLineDoesNotHangStart(t *testing.T) {
 // line too) and stderr, its pid, that it was still running, where its
 // Python code was, and what to do; it still matches DeadlineExceeded.
 func TestStartTimeoutSaysWhatTheWorkerWrote(t *testing.T) {
+	t.Parallel() // mostly waits out start timeouts
 	eachTransport(t, func(t *testing.T) {
 		p := pool(t, "slow", "hang_import", 1)
 		p.StartTimeout = 5 * time.Second
