@@ -256,10 +256,10 @@ func run(o options) error {
 		}
 		r.pythons = append(r.pythons, p)
 		if err := measureMemory(ctx, o, p, log); err != nil {
-			return fmt.Errorf("Python %s, memory: %w", p.label, err)
+			return fmt.Errorf("memory of Python %s: %w", p.label, err)
 		}
 		if err := measureCalls(ctx, o, r, p, i == 0, log); err != nil {
-			return fmt.Errorf("Python %s: %w", p.label, err)
+			return fmt.Errorf("calls on Python %s: %w", p.label, err)
 		}
 	}
 	r.took = time.Since(began)
