@@ -36,11 +36,10 @@ func (rt *Runtime) Tools(ctx context.Context, pool string) ([]Tool, error) {
 	if err != nil {
 		return nil, err
 	}
-	r, err := rt.ask(ctx, pid, &actors.DescribeQuery{})
+	a, err := askFor[*actors.DescribeAnswer](ctx, rt, pid, &actors.DescribeQuery{})
 	if err != nil {
 		return nil, fmt.Errorf("snakepit: tools of pool %q: %w", pool, err)
 	}
-	a := r.(*actors.DescribeAnswer)
 	if a.Err != nil {
 		return nil, fmt.Errorf("snakepit: tools of pool %q: %w", pool, a.Err)
 	}
@@ -87,21 +86,20 @@ func (rt *Runtime) Stats(ctx context.Context, pool string) ([]WorkerStats, error
 	if err != nil {
 		return nil, err
 	}
-	r, err := rt.ask(ctx, pid, &actors.StatusRequest{})
+	st, err := askFor[*actors.PoolStatus](ctx, rt, pid, &actors.StatusRequest{})
 	if err != nil {
 		return nil, fmt.Errorf("snakepit: stats of pool %q: %w", pool, err)
 	}
 	var out []WorkerStats
 	var errs []error
-	for _, w := range r.(*actors.PoolStatus).Workers {
+	for i, w := range st.Workers {
 		if !w.Ready {
 			continue
 		}
-		ans, err := rt.ask(ctx, w.PID, &actors.StatsQuery{})
+		a, err := askFor[*actors.StatsAnswer](ctx, rt, st.WorkerPIDs[i], &actors.StatsQuery{})
 		if err != nil {
 			return nil, fmt.Errorf("snakepit: stats of worker %s: %w", w.ID, err)
 		}
-		a := ans.(*actors.StatsAnswer)
 		if a.Err != nil {
 			errs = append(errs, fmt.Errorf("worker %s: %w", w.ID, a.Err))
 			continue

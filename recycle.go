@@ -52,11 +52,11 @@ func (rt *Runtime) recycle(ctx context.Context, pool, what string, msg any) erro
 	if err != nil {
 		return err
 	}
-	r, err := rt.ask(ctx, pid, msg)
+	r, err := askFor[*actors.RecycleDone](ctx, rt, pid, msg)
 	if err != nil {
 		return fmt.Errorf("snakepit: %s of pool %q: %w", what, pool, err)
 	}
-	if err := r.(*actors.RecycleDone).Err; err != nil {
+	if err := r.Err; err != nil {
 		return fmt.Errorf("snakepit: %s of pool %q: %w", what, pool, err)
 	}
 	return nil

@@ -215,11 +215,11 @@ func envList(m map[string]string, extra []string) []string {
 func (rt *Runtime) awaitReady(ctx context.Context) error {
 	var errs []error
 	for _, name := range rt.names {
-		reply, err := rt.ask(ctx, rt.pools[name], &actors.AwaitReady{})
+		r, err := askFor[*actors.ReadyReply](ctx, rt, rt.pools[name], &actors.AwaitReady{})
 		if err != nil {
 			return fmt.Errorf("snakepit: waiting for pool %q to start: %w", name, err)
 		}
-		if r := reply.(*actors.ReadyReply); r.Err != nil {
+		if r.Err != nil {
 			errs = append(errs, r.Err)
 		}
 	}
@@ -241,6 +241,32 @@ func (rt *Runtime) ask(ctx context.Context, pid *actor.PID, msg any) (any, error
 		return nil, ctx.Err()
 	}
 }
+
+// askFor is ask for a request answered with a T: any other reply is a
+// *replyError.
+func askFor[T any](ctx context.Context, rt *Runtime, pid *actor.PID, msg any) (T, error) {
+	r, err := rt.ask(ctx, pid, msg)
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	t, ok := r.(T)
+	if !ok {
+		return t, &replyError{request: msg, reply: r}
+	}
+	return t, nil
+}
+
+// replyError: an actor answered a request with a reply of the wrong type,
+// which is a bug of the runtime. It matches ErrTransport, as an unexpected
+// reply to a call does (roundTrip).
+type replyError struct{ request, reply any }
+
+func (e *replyError) Error() string {
+	return fmt.Sprintf("unexpected reply %T to %T (a bug of the runtime: please report it)", e.reply, e.request)
+}
+
+func (e *replyError) Unwrap() error { return ErrTransport }
 
 // abort tears down a Start that failed half-way.
 func (rt *Runtime) abort() {

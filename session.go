@@ -71,11 +71,10 @@ func (rt *Runtime) OpenSession(ctx context.Context, pool string, opts SessionOpt
 			pool, mode, ErrBadArguments)
 	}
 	id := "s-" + randomHex(8)
-	r, err := rt.ask(ctx, pid, &actors.OpenSession{ID: id, Mode: string(mode)})
+	opened, err := askFor[*actors.SessionOpened](ctx, rt, pid, &actors.OpenSession{ID: id, Mode: string(mode)})
 	if err != nil {
 		return nil, fmt.Errorf("snakepit: pool %q: open session: %w", pool, err)
 	}
-	opened := r.(*actors.SessionOpened)
 	if opened.Err != nil {
 		return nil, fmt.Errorf("snakepit: pool %q: open session: %w", pool, opened.Err)
 	}
@@ -147,11 +146,10 @@ func (s *Session) Close(ctx context.Context) error {
 		}
 		return err
 	}
-	r, err := s.rt.ask(ctx, pid, &actors.CloseSession{ID: s.id})
+	closed, err := askFor[*actors.SessionClosed](ctx, s.rt, pid, &actors.CloseSession{ID: s.id})
 	if err != nil {
 		return fmt.Errorf("snakepit: pool %q: close session %s: %w", s.pool, s.id, err)
 	}
-	closed := r.(*actors.SessionClosed)
 	switch {
 	case closed.Err != nil:
 		return fmt.Errorf("snakepit: pool %q: close session %s: %w", s.pool, s.id, closed.Err)

@@ -1,8 +1,6 @@
 package actors
 
 import (
-	"time"
-
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/hashicorp/go-hclog"
 
@@ -11,10 +9,11 @@ import (
 )
 
 // lifecycleActor checks its pool's workers on a schedule and asks the pool
-// to recycle those due (age, request count, memory). It is a child of the
-// pool. Its ticker is a plain time.Ticker in a goroutine feeding the
-// mailbox; memory is read from /proc in a goroutine too, so Receive never
-// waits.
+// to recycle those due (age, request count, memory), by the pool's clock.
+// It is a child of the pool. Its ticker is a plain time.Ticker in a
+// goroutine feeding the mailbox (tickSelf); memory is read from /proc in a
+// goroutine too, so Receive never waits. The pool does the recycling
+// (recycler.go).
 type lifecycleActor struct {
 	policy supervision.RecyclePolicy
 	clock  supervision.Clock
@@ -80,27 +79,6 @@ func (l *lifecycleActor) Receive(ctx actor.Context) {
 
 func (l *lifecycleActor) startTicker(ctx actor.Context) {
 	l.done = tickSelf(ctx, l.policy.CheckInterval, &lifecycleTick{})
-}
-
-// tickSelf sends msg to the actor every interval, from a goroutine, until
-// the returned channel is closed: a plain ticker (protoactor's scheduler
-// races under -race).
-func tickSelf(ctx actor.Context, every time.Duration, msg any) chan struct{} {
-	done := make(chan struct{})
-	self, root := ctx.Self(), ctx.ActorSystem().Root
-	t := time.NewTicker(every)
-	go func() {
-		defer t.Stop()
-		for {
-			select {
-			case <-t.C:
-				root.Send(self, msg)
-			case <-done:
-				return
-			}
-		}
-	}()
-	return done
 }
 
 // sampleMemory reads each worker's RSS in a goroutine.

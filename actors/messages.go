@@ -6,10 +6,12 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	apb "github.com/snakepit-go/snakepit/actors/pb"
-	"github.com/snakepit-go/snakepit/pyworker"
+	wpb "github.com/snakepit-go/snakepit/pyworker/pb"
 )
 
-// Requests the runtime sends to a pool actor (local only).
+// The runtime's requests to a pool actor, besides the calls (the protobuf
+// CallRequest and CancelCall of actors/pb). They are local-only Go structs:
+// their answers carry Go errors, PIDs or live objects (see the package doc).
 type (
 	// AwaitReady is answered with *ReadyReply once every worker is ready, or
 	// the pool failed.
@@ -25,63 +27,60 @@ type (
 	StatusRequest struct{}
 )
 
-// PoolStatus is a snapshot of one pool.
-type PoolStatus struct {
-	Name     string
-	Size     int
-	Ready    int
-	Queued   int
-	InFlight int
-	Failed   bool
-	Reason   string // why the pool failed
-	Workers  []WorkerStatus
-	Profile  string
-	// QueueSize is the queue's bound.
-	QueueSize int
-	// NoFreeCapacity counts calls that found every worker at capacity and
-	// queued; Saturated counts calls refused because the queue was full.
-	NoFreeCapacity, Saturated int64
-	// Recycling counts the recycles queued or under way; Recycles counts the
-	// recycles done, by reason.
-	Recycling int
-	Recycles  map[string]int64
-	// Requests and Restarts count since the start, gone workers included.
-	Requests int64
-	Restarts int
-	// LastSaturated is when a call was last refused (zero: never).
-	LastSaturated time.Time
-	// Sessions counts the sessions open (lost ones included until they expire).
-	Sessions int
-}
+// Recycling requests.
+type (
+	// RecycleWorker replaces one worker gracefully (reason "manual"); it is
+	// answered with *RecycleDone once the old worker has stopped.
+	RecycleWorker struct{ ID string }
+	// RecycleAll replaces every worker of the pool, MaxConcurrent at a time
+	// (a rolling restart); answered with *RecycleDone when all are replaced.
+	RecycleAll struct{}
+	// RecycleDone answers RecycleWorker and RecycleAll.
+	RecycleDone struct{ Err error }
+)
 
-// WorkerStatus is a snapshot of one worker as the pool sees it.
-type WorkerStatus struct {
-	PID      *actor.PID // the worker actor
-	ID       string
-	Pid      int
-	Ready    bool
-	Capacity int
-	Load     int
-	Restarts int
-	// AtCapacity counts the dispatches that filled this worker to capacity.
-	AtCapacity int64
-	// Started is when its current process became ready; Requests counts the
-	// calls that process served; RSS is its last sampled resident memory
-	// (0 when memory recycling is off).
-	Started  time.Time
-	Requests int64
-	RSS      uint64
-	// Retiring: recycled, finishing its calls before it stops. Starting: a
-	// replacement not yet ready.
-	Retiring, Starting bool
-	// Busy is how long its current process has had at least one call
-	// running; BootCPU the CPU time that process used to become ready.
-	Busy, BootCPU time.Duration
-	// LastExit says how its last process ended ("" if none has).
-	LastExit string
-	// Sessions counts the sessions bound to its current process.
-	Sessions int
-}
+// Session requests.
+type (
+	// OpenSession places a new session; answered with *SessionOpened.
+	OpenSession struct {
+		ID   string
+		Mode string
+	}
+	// SessionOpened answers OpenSession: the worker holding it, or Err.
+	SessionOpened struct {
+		Worker string
+		Err    error
+	}
+	// CloseSession ends a session; answered with *SessionClosed once the
+	// worker's end hook has run.
+	CloseSession struct{ ID string }
+	// SessionClosed answers CloseSession.
+	SessionClosed struct {
+		Ended     bool   // the session had state on its worker
+		HookError string // what the Python end hook raised, if it did
+		Err       error
+	}
+)
+
+// Queries answered by a worker; a pool forwards a DescribeQuery to one of its
+// ready workers. They never take a worker's capacity.
+type (
+	// DescribeQuery is answered with *DescribeAnswer.
+	DescribeQuery struct{}
+	// DescribeAnswer lists the adapter's tools.
+	DescribeAnswer struct {
+		Reply *wpb.DescribeReply
+		Err   error
+	}
+	// StatsQuery is answered with *StatsAnswer.
+	StatsQuery struct{}
+	// StatsAnswer is what the worker's Python process reports.
+	StatsAnswer struct {
+		Worker string
+		Reply  *wpb.StatsReply
+		Err    error
+	}
+)
 
 // Messages between a pool and its workers.
 type (
@@ -92,11 +91,6 @@ type (
 		pid      int
 		boot     time.Duration // from launch to ready
 		bootCPU  time.Duration // CPU the process used to become ready
-	}
-	// gilState is what a free-threaded worker last said about its GIL.
-	gilState struct {
-		on       bool
-		by, when string
 	}
 	// workerDown: the worker incarnation gen takes no more calls: its
 	// process died, or it is about to be killed (why says which).
@@ -115,7 +109,7 @@ type (
 		req      *apb.CallRequest
 		caller   *actor.PID
 		gen      uint64
-		queuedAt time.Time // when it joined the queue, if it did
+		queuedAt time.Time // when it joined the queue, if it did (the pool's clock)
 		sess     *session  // the session it belongs to, if any
 		// reboundFrom: a hint session moved from this worker for the call.
 		reboundFrom string
@@ -127,54 +121,26 @@ type (
 	// actor stops itself once the process is gone, so the pool's Terminated
 	// means the process has exited.
 	retire struct{}
-	// poolFailed is sent by the pool to itself when it must give up.
-	poolFailed struct{ err error }
+	// killWorker tells a worker actor to kill its process at once.
+	killWorker struct {
+		gen    uint64
+		detail string
+	}
 	// gilSwitchedOn: a free-threaded worker's GIL was switched on.
 	gilSwitchedOn struct{ by, when string }
-	// restartDue: a worker's restart backoff has passed.
-	restartDue struct{ child *actor.PID }
-)
-
-// Messages a worker actor sends itself from its goroutines.
-type (
-	launched struct {
+	// endSession asks a worker to run the session's end hook; replyTo (if
+	// not nil) gets the *SessionClosed.
+	endSession struct {
+		id      string
 		gen     uint64
-		h       *pyworker.Handle
-		bootCPU time.Duration // CPU the process used to become ready
+		replyTo *actor.PID
 	}
-	launchFailed struct {
-		gen uint64
-		err error
-	}
-	processExited struct {
-		gen    uint64
-		status pyworker.ExitStatus
-		stderr string // its last stderr lines
-	}
-	transportBroken struct {
-		gen uint64
-		err string
-	}
-	callDone struct{ id string }
-	// processGone: a retired worker's process has exited and been reaped.
-	processGone struct{}
+	// sessionEnded tells the pool a worker finished an endSession.
+	sessionEnded struct{ worker *actor.PID }
 )
 
-// Reasons a worker actor fails with (the panic value its supervisor sees).
-type (
-	// crashed: the Python process died; killedBy says why the runtime killed
-	// it, "" when it died on its own.
-	crashed struct {
-		status   pyworker.ExitStatus
-		killedBy string
-		stderr   string // the last lines it wrote to stderr
-		stacks   string // dumped before a kill for being stuck
-	}
-	// bootFailed: the worker cannot start; restarting would not help.
-	bootFailed struct{ err error }
-	// launchError: the worker did not start for a reason that may pass.
-	launchError struct{ err error }
-)
+// id is the call's request id.
+func (d *dispatch) id() string { return d.req.GetExecute().GetRequestId() }
 
 // deadlinePassed reports whether d's call deadline is at or before now.
 func (d *dispatch) deadlinePassed(now time.Time) bool {

@@ -36,43 +36,15 @@ func (r *runner) stream(j job) {
 	defer j.cancel()
 	began := time.Now()
 	req := j.d.req.GetExecute()
-	down := func() { r.root.Send(r.parent, &workerDown{worker: r.self, gen: r.gen}) }
 	st, err := r.h.Conn.ExecuteStream(j.ctx, req, int(j.d.req.GetStreamWindow()))
 	if err != nil {
-		reply := &apb.CallReply{RequestId: req.GetRequestId(), Failure: classifyFailure(j.ctx, r.h, err, down)}
-		r.finish(j, reply, began)
+		r.finish(j, &apb.CallReply{RequestId: req.GetRequestId(), Failure: r.classifyFailure(j.ctx, err)}, began)
 		return
 	}
 	failure := make(chan *apb.Failure, 1)
 	r.root.Send(j.d.caller, &StreamOpened{Stream: st, Worker: r.id, ReboundFrom: j.d.reboundFrom, Failure: failure})
-	select {
-	case <-st.Done():
-	case <-j.ctx.Done(): // the caller gave up, or the deadline passed: Python was told
-		t := time.NewTimer(ackWait)
-		select {
-		case <-st.Done():
-		case <-t.C:
-		}
-		t.Stop()
-	}
-	reply := &apb.CallReply{RequestId: req.GetRequestId(), WorkerId: r.id}
-	acked := false
-	select {
-	case <-st.Done():
-		var remote *pyworker.RemoteError
-		switch err := st.Err(); {
-		case err == nil:
-			acked = true
-			reply.Reply = &wpb.ExecuteReply{RequestId: req.GetRequestId()}
-		case errors.As(err, &remote):
-			acked = true
-			reply.Reply = &wpb.ExecuteReply{RequestId: req.GetRequestId(), Outcome: &wpb.ExecuteReply_Error{Error: remote.Info}}
-		default:
-			reply.Failure = classifyFailure(j.ctx, r.h, err, down)
-		}
-	default:
-		reply.Failure = classifyFailure(j.ctx, r.h, context.Cause(j.ctx), down)
-	}
+	awaitStreamEnd(j.ctx, st)
+	reply, acked := r.streamReply(j.ctx, req, st)
 	if f := reply.GetFailure(); f != nil {
 		r.annotateCrash(f)
 		failure <- f
@@ -81,13 +53,48 @@ func (r *runner) stream(j job) {
 	if acked {
 		// Python answered: nothing runs for this stream any more.
 		r.root.Send(r.parent, &slotFreed{worker: r.self, gen: r.gen, id: req.GetRequestId()})
-		r.root.Send(r.self, &callDone{id: req.GetRequestId()})
-		r.requestExecuted(req.GetTool(), began, reply)
-		return
+	} else {
+		r.release(req, reply)
 	}
-	r.release(req, reply)
 	r.root.Send(r.self, &callDone{id: req.GetRequestId()})
 	r.requestExecuted(req.GetTool(), began, reply)
+}
+
+// awaitStreamEnd waits for the worker's final answer; once the caller gave
+// up, or the deadline passed (Python was told), for at most ackWait more.
+func awaitStreamEnd(ctx context.Context, st pyworker.Stream) {
+	select {
+	case <-st.Done():
+	case <-ctx.Done():
+		t := time.NewTimer(ackWait)
+		defer t.Stop()
+		select {
+		case <-st.Done():
+		case <-t.C:
+		}
+	}
+}
+
+// streamReply is how a stream ended; acked when Python answered.
+func (r *runner) streamReply(ctx context.Context, req *wpb.ExecuteRequest, st pyworker.Stream) (*apb.CallReply, bool) {
+	reply := &apb.CallReply{RequestId: req.GetRequestId(), WorkerId: r.id}
+	select {
+	case <-st.Done():
+	default:
+		reply.Failure = r.classifyFailure(ctx, context.Cause(ctx))
+		return reply, false
+	}
+	var remote *pyworker.RemoteError
+	switch err := st.Err(); {
+	case err == nil:
+		reply.Reply = &wpb.ExecuteReply{RequestId: req.GetRequestId()}
+	case errors.As(err, &remote):
+		reply.Reply = &wpb.ExecuteReply{RequestId: req.GetRequestId(), Outcome: &wpb.ExecuteReply_Error{Error: remote.Info}}
+	default:
+		reply.Failure = r.classifyFailure(ctx, err)
+		return reply, false
+	}
+	return reply, true
 }
 
 type originKey struct{}

@@ -23,6 +23,38 @@ import (
 // whether they ended.
 const probeEvery = 20 * time.Millisecond
 
+// stackWait bounds the wait for a stuck worker's stack dump.
+const stackWait = 500 * time.Millisecond
+
+// watchdog is a worker actor's watchdog state, for its current incarnation.
+// Its methods decide; the worker actor's handlers below act.
+type watchdog struct {
+	policy      supervision.WatchdogPolicy
+	clock       supervision.Clock // when a call was abandoned, and how long ago
+	abandoned   map[string]abandonedCall
+	probing     bool // a Stats probe is under way
+	checking    bool // a health check is under way
+	healthFails int  // health checks failed in a row
+	healthDone  chan struct{}
+	gil         gilState // what the worker last said about its GIL
+}
+
+func newWatchdog(s *WorkerSettings) watchdog {
+	return watchdog{policy: s.Watchdog, clock: s.clock(), abandoned: map[string]abandonedCall{}}
+}
+
+// abandonedCall is a call answered to its caller but maybe still running.
+type abandonedCall struct {
+	tool  string
+	since time.Time
+}
+
+// gilState is what a free-threaded worker last said about its GIL.
+type gilState struct {
+	on       bool
+	by, when string
+}
+
 // Watchdog messages of a worker actor.
 type (
 	// callAbandoned: the caller gave up on call id (deadline or cancel).
@@ -45,10 +77,49 @@ type (
 	}
 )
 
-// abandonedCall is a call answered to its caller but maybe still running.
-type abandonedCall struct {
-	tool  string
-	since time.Time
+// abandon records that the caller of call id gave up on it now.
+func (d *watchdog) abandon(id, tool string) {
+	d.abandoned[id] = abandonedCall{tool: tool, since: d.clock.Now()}
+}
+
+// overdue is why the worker must be killed for an abandoned call Python
+// has run past HangGrace, or "".
+func (d *watchdog) overdue() string {
+	now, grace := d.clock.Now(), d.policy.HangGrace
+	for id, a := range d.abandoned {
+		if stuck := now.Sub(a.since); stuck >= grace {
+			return fmt.Sprintf("call %s of tool %q was still running %s after its caller gave up on it (PoolConfig.Watchdog.HangGrace %s)",
+				id, a.tool, stuck.Round(time.Millisecond), grace)
+		}
+	}
+	return ""
+}
+
+// healthFailed counts a failed health check; it reports whether the worker
+// has now failed too many in a row.
+func (d *watchdog) healthFailed() bool {
+	d.healthFails++
+	return d.healthFails >= d.policy.HealthFailures
+}
+
+// gilChanged reports a free-threaded worker's GIL newly switched on.
+func (d *watchdog) gilChanged(h *wpb.HealthReply) (gilState, bool) {
+	if !h.GetFreeThreadedBuild() || !h.GetGilEnabled() {
+		return gilState{}, false
+	}
+	now := gilState{on: true, by: h.GetGilEnabledBy(), when: h.GetGilEnabledWhen()}
+	if now == d.gil {
+		return gilState{}, false
+	}
+	d.gil = now
+	return now, true
+}
+
+func (d *watchdog) stop() {
+	if d.healthDone != nil {
+		close(d.healthDone)
+		d.healthDone = nil
+	}
 }
 
 // gaveUp reports whether a call ended because its caller gave up, or its
@@ -65,13 +136,32 @@ func gaveUp(r *apb.CallReply) bool {
 	return false
 }
 
-func (w *workerActor) watchdog() supervision.WatchdogPolicy { return w.slot.settings.Watchdog }
+// receiveWatchdog handles the watchdog's messages.
+func (w *workerActor) receiveWatchdog(ctx actor.Context, msg any) bool {
+	switch m := msg.(type) {
+	case *callAbandoned:
+		w.onCallAbandoned(ctx, m)
+	case *probeDue:
+		if m.gen == w.gen {
+			w.probe(ctx)
+		}
+	case *inFlightSample:
+		w.onInFlightSample(ctx, m)
+	case *healthTick:
+		w.onHealthTick(ctx, m)
+	case *healthChecked:
+		w.onHealthChecked(ctx, m)
+	default:
+		return false
+	}
+	return true
+}
 
 // active counts the calls running on this worker that no caller gave up on.
 func (w *workerActor) active() int {
 	n := 0
 	for id := range w.inflight {
-		if _, gone := w.abandoned[id]; !gone {
+		if _, gone := w.wd.abandoned[id]; !gone {
 			n++
 		}
 	}
@@ -83,18 +173,18 @@ func (w *workerActor) onCallAbandoned(ctx actor.Context, m *callAbandoned) {
 		ctx.Send(ctx.Parent(), &slotFreed{worker: ctx.Self(), gen: m.gen, id: m.id})
 		return
 	}
-	w.abandoned[m.id] = abandonedCall{tool: m.tool, since: time.Now()}
+	w.wd.abandon(m.id, m.tool)
 	w.probe(ctx)
 }
 
 // probe asks Python how many calls it runs, unless a probe is under way.
 func (w *workerActor) probe(ctx actor.Context) {
-	if w.probing || len(w.abandoned) == 0 || w.h == nil {
+	if w.wd.probing || len(w.wd.abandoned) == 0 || w.h == nil {
 		return
 	}
-	w.probing = true
+	w.wd.probing = true
 	self, root, gen, conn, before := ctx.Self(), ctx.ActorSystem().Root, w.gen, w.h.Conn, w.active()
-	timeout := w.watchdog().HealthTimeout
+	timeout := w.wd.policy.HealthTimeout
 	go func() {
 		c, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
@@ -103,41 +193,38 @@ func (w *workerActor) probe(ctx actor.Context) {
 	}()
 }
 
+// onInFlightSample frees the slots of the abandoned calls once Python runs
+// none of them, kills the worker once one is overdue, or probes again.
 func (w *workerActor) onInFlightSample(ctx actor.Context, m *inFlightSample) {
-	w.probing = false
+	w.wd.probing = false
 	if m.gen != w.gen || w.h == nil {
 		return
 	}
 	if m.err == nil && supervision.Settled(m.inFlight, m.activeAt0, w.active()) {
-		for id := range w.abandoned {
+		for id := range w.wd.abandoned {
 			ctx.Send(ctx.Parent(), &slotFreed{worker: ctx.Self(), gen: w.gen, id: id})
 		}
-		clear(w.abandoned)
+		clear(w.wd.abandoned)
 		return
 	}
-	grace := w.watchdog().HangGrace
-	for id, a := range w.abandoned {
-		if stuck := time.Since(a.since); stuck >= grace {
-			w.killStuck(fmt.Sprintf("call %s of tool %q was still running %s after its caller gave up on it (PoolConfig.Watchdog.HangGrace %s)",
-				id, a.tool, stuck.Round(time.Millisecond), grace))
-			return
-		}
+	if why := w.wd.overdue(); why != "" {
+		w.killStuck(why)
+		return
 	}
-	self, root, gen := ctx.Self(), ctx.ActorSystem().Root, w.gen
-	time.AfterFunc(probeEvery, func() { root.Send(self, &probeDue{gen: gen}) })
+	sendAfter(ctx.ActorSystem(), ctx.Self(), probeEvery, &probeDue{gen: w.gen})
 }
 
 // startHealthChecks ticks this incarnation's health checks until done closes.
 func (w *workerActor) startHealthChecks(ctx actor.Context) {
-	w.healthDone = tickSelf(ctx, w.watchdog().HealthInterval, &healthTick{gen: w.gen})
+	w.wd.healthDone = tickSelf(ctx, w.wd.policy.HealthInterval, &healthTick{gen: w.gen})
 }
 
 func (w *workerActor) onHealthTick(ctx actor.Context, m *healthTick) {
-	if m.gen != w.gen || w.h == nil || w.checking || w.killedBy != "" {
+	if m.gen != w.gen || w.h == nil || w.wd.checking || w.killedBy != "" {
 		return
 	}
-	w.checking = true
-	self, root, gen, conn, timeout := ctx.Self(), ctx.ActorSystem().Root, w.gen, w.h.Conn, w.watchdog().HealthTimeout
+	w.wd.checking = true
+	self, root, gen, conn, timeout := ctx.Self(), ctx.ActorSystem().Root, w.gen, w.h.Conn, w.wd.policy.HealthTimeout
 	go func() {
 		c, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
@@ -150,21 +237,21 @@ func (w *workerActor) onHealthTick(ctx actor.Context, m *healthTick) {
 }
 
 func (w *workerActor) onHealthChecked(ctx actor.Context, m *healthChecked) {
-	w.checking = false
+	w.wd.checking = false
 	if m.gen != w.gen || w.h == nil {
 		return
 	}
 	if m.err == nil {
-		w.healthFails = 0
+		w.wd.healthFails = 0
 		w.noticeGIL(ctx, m.reply)
 		return
 	}
-	w.healthFails++
-	p := w.watchdog()
-	w.slot.log.Warn("worker failed a health check", "pid", w.h.Pid(), "in_a_row", w.healthFails, "of", p.HealthFailures, "error", m.err)
-	if w.healthFails >= p.HealthFailures {
+	over := w.wd.healthFailed()
+	p := w.wd.policy
+	w.slot.log.Warn("worker failed a health check", "pid", w.h.Pid(), "in_a_row", w.wd.healthFails, "of", p.HealthFailures, "error", m.err)
+	if over {
 		w.killStuck(fmt.Sprintf("it failed %d health checks in a row, each allowed %s (PoolConfig.Watchdog): %v",
-			w.healthFails, p.HealthTimeout, m.err))
+			w.wd.healthFails, p.HealthTimeout, m.err))
 	}
 }
 
@@ -177,9 +264,6 @@ func (w *workerActor) kill(why string) { w.killWith(why, false) }
 // on time all the same); the stacks go with the crash to callers, the event
 // and the log.
 func (w *workerActor) killStuck(why string) { w.killWith(why, true) }
-
-// stackWait bounds the wait for a stuck worker's stack dump.
-const stackWait = 500 * time.Millisecond
 
 func (w *workerActor) killWith(why string, stacks bool) {
 	if w.h == nil || w.killedBy != "" {
@@ -208,14 +292,10 @@ func (w *workerActor) killWith(why string, stacks bool) {
 // noticeGIL publishes a free-threaded worker's GIL being switched on, once
 // per change (at start, or by a module a tool imported later).
 func (w *workerActor) noticeGIL(ctx actor.Context, h *wpb.HealthReply) {
-	if !h.GetFreeThreadedBuild() || !h.GetGilEnabled() {
+	now, changed := w.wd.gilChanged(h)
+	if !changed {
 		return
 	}
-	now := gilState{on: true, by: h.GetGilEnabledBy(), when: h.GetGilEnabledWhen()}
-	if now == w.gil {
-		return
-	}
-	w.gil = now
 	w.slot.log.Warn("the GIL of this free-threaded worker was switched on", "module", now.by, "when", now.when,
 		"fix", "the module must declare free-threading support (Py_mod_gil), or run the pool with Profile \"process\"")
 	publish(w.slot.settings.Events, telemetry.GILEnabled{Time: time.Now(), Pool: w.slot.settings.Pool, Worker: w.slot.id,

@@ -11,25 +11,8 @@ import (
 
 	apb "github.com/snakepit-go/snakepit/actors/pb"
 	"github.com/snakepit-go/snakepit/pyworker"
-	wpb "github.com/snakepit-go/snakepit/pyworker/pb"
-	"github.com/snakepit-go/snakepit/supervision"
 	"github.com/snakepit-go/snakepit/telemetry"
 )
-
-// WorkerSettings are shared by every worker of a pool.
-type WorkerSettings struct {
-	Spec          pyworker.Spec              // template; ID and Logger are set per worker
-	Watchdog      supervision.WatchdogPolicy // defaults applied
-	Pool          string                     // the pool's name, for events
-	Events        *telemetry.Bus             // nil: no events
-	StartTimeout  time.Duration              // spawn to ready
-	ShutdownGrace time.Duration              // in-flight calls may finish within it on stop
-	KillAfter     time.Duration              // after SIGTERM, before SIGKILL
-}
-
-// crashSettle bounds how long a call whose connection broke waits to learn
-// whether the process died (and so report a crash, not a transport error).
-const crashSettle = time.Second
 
 // workerSlot is the part of a worker that survives its restarts.
 type workerSlot struct {
@@ -39,72 +22,90 @@ type workerSlot struct {
 	log      hclog.Logger
 }
 
-// workerActor owns one Python process and its connection.
+// workerActor owns one Python process and its connection. Its calls run on
+// its runners (runner.go); its watchdog (watchdog.go) finds a process that
+// is stuck or frozen.
 type workerActor struct {
 	slot       *workerSlot
 	gen        uint64
 	h          *pyworker.Handle
 	cancel     context.CancelFunc // ends a launch in progress
+	launchedAt time.Time
 	inflight   map[string]context.CancelFunc
-	stopping   bool
 	run        *runner  // this incarnation's call context
 	jobs       chan job // feeds its runners; closed when the process is let go
-	killedBy   string   // why the runtime killed the process, if it did
-	launchedAt time.Time
-
-	// Watchdog state (watchdog.go).
-	abandoned   map[string]abandonedCall
-	probing     bool
-	healthDone  chan struct{}
-	checking    bool
-	healthFails int
-	gil         gilState
+	stopping   bool
+	killedBy   string // why the runtime killed the process, if it did
+	wd         watchdog
 }
+
+// Messages a worker actor sends itself from its goroutines.
+type (
+	launched struct {
+		gen     uint64
+		h       *pyworker.Handle
+		bootCPU time.Duration // CPU the process used to become ready
+	}
+	launchFailed struct {
+		gen uint64
+		err error
+	}
+	processExited struct {
+		gen    uint64
+		status pyworker.ExitStatus
+		stderr string // its last stderr lines
+	}
+	transportBroken struct {
+		gen uint64
+		err string
+	}
+	callDone struct{ id string }
+	// processGone: a retired worker's process has exited and been reaped.
+	processGone struct{}
+)
 
 func newWorkerProps(slot *workerSlot) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor {
-		return &workerActor{slot: slot, inflight: map[string]context.CancelFunc{}, abandoned: map[string]abandonedCall{}}
+		return &workerActor{slot: slot, inflight: map[string]context.CancelFunc{}, wd: newWatchdog(slot.settings)}
 	}, actor.WithDispatcher(inlineDispatcher))
 }
 
 func (w *workerActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
+	case *dispatch:
+		w.execute(ctx, m)
+	case *callDone:
+		delete(w.inflight, m.id)
+	case *apb.CancelCall:
+		if cancel, ok := w.inflight[m.GetRequestId()]; ok {
+			cancel()
+		}
+	case *DescribeQuery, *StatsQuery:
+		w.answerQuery(ctx, m)
+	case *endSession:
+		w.onEndSession(ctx, m)
+	default:
+		if !w.receiveWatchdog(ctx, m) {
+			w.receiveLifecycle(ctx, m)
+		}
+	}
+}
+
+// receiveLifecycle handles the start, death and stop of the process.
+func (w *workerActor) receiveLifecycle(ctx actor.Context, msg any) {
+	switch m := msg.(type) {
 	case *actor.Started:
 		w.launch(ctx)
 	case *launched:
 		w.onLaunched(ctx, m)
 	case *launchFailed:
 		w.onLaunchFailed(m)
-	case *dispatch:
-		w.execute(ctx, m)
-	case *callDone:
-		w.onCallDone(m)
-	case *apb.CancelCall:
-		if cancel, ok := w.inflight[m.GetRequestId()]; ok {
-			cancel()
-		}
 	case *processExited:
 		w.onExit(ctx, m)
 	case *transportBroken:
 		w.onTransportBroken(m)
 	case *killWorker:
 		w.onKill(m)
-	case *callAbandoned:
-		w.onCallAbandoned(ctx, m)
-	case *probeDue:
-		if m.gen == w.gen {
-			w.probe(ctx)
-		}
-	case *inFlightSample:
-		w.onInFlightSample(ctx, m)
-	case *healthTick:
-		w.onHealthTick(ctx, m)
-	case *healthChecked:
-		w.onHealthChecked(ctx, m)
-	case *DescribeQuery, *StatsQuery:
-		w.answerQuery(ctx, m)
-	case *endSession:
-		w.onEndSession(ctx, m)
 	case *retire:
 		w.onRetire(ctx)
 	case *processGone:
@@ -122,15 +123,16 @@ func (w *workerActor) Receive(ctx actor.Context) {
 func (w *workerActor) launch(ctx actor.Context) {
 	w.gen = w.slot.gen.Add(1)
 	w.launchedAt = time.Now()
-	publish(w.slot.settings.Events, telemetry.WorkerStarted{Time: w.launchedAt, Pool: w.slot.settings.Pool, Worker: w.slot.id})
-	spec := w.slot.settings.Spec
+	s := w.slot.settings
+	publish(s.Events, telemetry.WorkerStarted{Time: w.launchedAt, Pool: s.Pool, Worker: w.slot.id})
+	spec := s.Spec
 	spec.ID, spec.Logger = w.slot.id, w.slot.log
 	spec.Callbacks = withOrigin(spec.Callbacks, w.slot.id)
-	lctx, cancel := context.WithTimeout(context.Background(), w.slot.settings.StartTimeout)
+	lctx, cancel := context.WithTimeout(context.Background(), s.StartTimeout)
 	w.cancel = cancel
-	self, root, gen := ctx.Self(), ctx.ActorSystem().Root, w.gen
+	self, root, gen, start := ctx.Self(), ctx.ActorSystem().Root, w.gen, s.launcher()
 	go func() {
-		h, err := pyworker.Launch(lctx, spec)
+		h, err := start(lctx, spec)
 		if err == nil && errors.Is(lctx.Err(), context.Canceled) {
 			h.Kill() // the actor is restarting or stopping: nobody wants it
 			err = lctx.Err()
@@ -157,10 +159,11 @@ func (w *workerActor) onLaunched(ctx actor.Context, m *launched) {
 		<-proc.Done()
 		root.Send(self, &processExited{gen: gen, status: proc.Status(), stderr: h.FinalStderrTail()})
 	}()
-	w.startRunners(ctx, w.slot.settings.Spec.Capacity)
+	capacity := w.slot.settings.Spec.Capacity
+	w.startRunners(ctx, capacity)
 	w.startHealthChecks(ctx)
 	w.noticeGIL(ctx, m.h.Health)
-	ctx.Send(ctx.Parent(), &workerReady{worker: self, gen: w.gen, capacity: w.slot.settings.Spec.Capacity, pid: m.h.Pid(),
+	ctx.Send(ctx.Parent(), &workerReady{worker: self, gen: w.gen, capacity: capacity, pid: m.h.Pid(),
 		boot: time.Since(w.launchedAt), bootCPU: m.bootCPU})
 }
 
@@ -176,7 +179,7 @@ func (w *workerActor) onLaunchFailed(m *launchFailed) {
 
 // execute hands one call to the incarnation's call runners; the runner
 // answers the caller itself, so a reply never depends on this actor
-// surviving.
+// surviving. A call this incarnation cannot run goes back to the pool.
 func (w *workerActor) execute(ctx actor.Context, d *dispatch) {
 	if !w.takesCalls() || d.gen != w.gen {
 		ctx.Send(ctx.Parent(), &requeue{d: d})
@@ -197,168 +200,6 @@ func (w *workerActor) execute(ctx actor.Context, d *dispatch) {
 // ready, not stopping, not being killed, and its connection is not broken.
 func (w *workerActor) takesCalls() bool {
 	return w.h != nil && !w.stopping && w.killedBy == "" && !w.run.closing.Load()
-}
-
-// job is one call handed to a runner.
-type job struct {
-	d      *dispatch
-	ctx    context.Context
-	cancel context.CancelFunc
-}
-
-// runner holds what a call needs, fixed for one worker incarnation. Its
-// goroutines live as long as the incarnation, so a call costs no goroutine
-// start and no stack growth.
-type runner struct {
-	h            *pyworker.Handle
-	self, parent *actor.PID
-	root         *actor.RootContext
-	gen          uint64
-	id, pool     string
-	events       *telemetry.Bus
-	killedBy     atomic.Pointer[string] // set before the runtime kills the process
-	stacks       atomic.Pointer[string] // the Python stacks dumped before a kill for being stuck
-	// closing is set, after the pool was told the worker is down, once the
-	// incarnation must run no more calls (its connection broke, or it is
-	// being killed): a job a runner has not started yet goes back to the pool.
-	closing atomic.Bool
-}
-
-// startRunners starts capacity goroutines serving jobs until it is closed.
-func (w *workerActor) startRunners(ctx actor.Context, capacity int) {
-	w.run = &runner{h: w.h, self: ctx.Self(), parent: ctx.Parent(), root: ctx.ActorSystem().Root, gen: w.gen, id: w.slot.id,
-		pool: w.slot.settings.Pool, events: w.slot.settings.Events}
-	w.jobs = make(chan job, capacity)
-	for i := 0; i < capacity; i++ {
-		go func(r *runner, jobs <-chan job) {
-			for j := range jobs {
-				if r.closing.Load() {
-					r.giveBack(j)
-					continue
-				}
-				r.call(j)
-			}
-		}(w.run, w.jobs)
-	}
-}
-
-// giveBack returns a job that never reached Python to the pool, which
-// routes it elsewhere.
-func (r *runner) giveBack(j job) {
-	j.cancel()
-	r.root.Send(r.parent, &requeue{d: j.d})
-	r.root.Send(r.self, &callDone{id: j.d.req.GetExecute().GetRequestId()})
-}
-
-// goingDown tells the pool that this incarnation takes no more calls, then
-// marks it closing. In that order: whatever a runner sends the pool after
-// seeing closing (a call given back) arrives after the pool knows.
-func (r *runner) goingDown(why string) {
-	r.root.Send(r.parent, &workerDown{worker: r.self, gen: r.gen, why: why})
-	r.closing.Store(true)
-}
-
-func (r *runner) call(j job) {
-	if j.d.req.GetStreamWindow() > 0 {
-		r.stream(j)
-		return
-	}
-	defer j.cancel()
-	began := time.Now()
-	// A crash is told to the pool before the caller hears of it, so that a
-	// caller never sees the pool route to a worker it knows is dead.
-	down := func() { r.root.Send(r.parent, &workerDown{worker: r.self, gen: r.gen}) }
-	r.finish(j, runCall(j.ctx, r.h, j.d.req.GetExecute(), down), began)
-}
-
-// finish answers a call's caller and gives its slot back (or to the
-// watchdog, when Python may still be running it).
-func (r *runner) finish(j job, reply *apb.CallReply, began time.Time) {
-	req := j.d.req.GetExecute()
-	reply.WorkerId = r.id
-	reply.ReboundFrom = j.d.reboundFrom
-	if f := reply.GetFailure(); f != nil {
-		r.annotateCrash(f)
-	}
-	r.release(req, reply)
-	r.root.Send(j.d.caller, reply)
-	r.root.Send(r.self, &callDone{id: req.GetRequestId()})
-	r.requestExecuted(req.GetTool(), began, reply)
-}
-
-// annotateCrash adds why the runtime killed the worker, and the stacks it
-// dumped first, to a crash failure.
-func (r *runner) annotateCrash(f *apb.Failure) {
-	if f.GetCode() != apb.Failure_CODE_WORKER_CRASHED {
-		return
-	}
-	if why := r.killedBy.Load(); why != nil {
-		f.KilledBy = *why
-	}
-	if st := r.stacks.Load(); st != nil {
-		f.Stacks = *st
-	}
-}
-
-// release hands a finished call's slot back: to the pool at once, or, when
-// Python may still be running the call, to the watchdog.
-func (r *runner) release(req *wpb.ExecuteRequest, reply *apb.CallReply) {
-	if reply.GetFailure().GetCode() == apb.Failure_CODE_TRANSPORT {
-		// A broken connection: the pool stops routing here before anything
-		// could tell it a slot is free (it frees this worker's slots itself),
-		// then the worker actor has the process killed and replaced.
-		r.goingDown("its connection failed")
-		r.root.Send(r.self, &transportBroken{gen: r.gen, err: reply.GetFailure().GetMessage()})
-		return
-	}
-	if gaveUp(reply) {
-		// Python may still be running it: the worker actor frees the slot
-		// once Python says the call ended, or kills the worker (watchdog.go).
-		r.root.Send(r.self, &callAbandoned{gen: r.gen, id: req.GetRequestId(), tool: req.GetTool()})
-	} else {
-		// The slot goes straight back to the pool, before the caller hears:
-		// the next call must not wait for a hop through the worker actor.
-		r.root.Send(r.parent, &slotFreed{worker: r.self, gen: r.gen, id: req.GetRequestId()})
-	}
-}
-
-// runCall executes req and turns every way it can end into a CallReply.
-func runCall(ctx context.Context, h *pyworker.Handle, req *wpb.ExecuteRequest, down func()) *apb.CallReply {
-	out := &apb.CallReply{RequestId: req.GetRequestId()}
-	reply, err := h.Conn.Execute(ctx, req)
-	if err == nil {
-		out.Reply = reply
-		return out
-	}
-	out.Failure = classifyFailure(ctx, h, err, down)
-	return out
-}
-
-func classifyFailure(ctx context.Context, h *pyworker.Handle, err error, down func()) *apb.Failure {
-	switch {
-	case errors.Is(ctx.Err(), context.DeadlineExceeded), errors.Is(err, context.DeadlineExceeded):
-		return &apb.Failure{Code: apb.Failure_CODE_DEADLINE, Message: "deadline exceeded while the worker ran the call"}
-	case errors.Is(ctx.Err(), context.Canceled):
-		return &apb.Failure{Code: apb.Failure_CODE_CANCELLED, Message: "cancelled by the caller"}
-	case errors.Is(err, pyworker.ErrMessageTooLarge):
-		return &apb.Failure{Code: apb.Failure_CODE_TOO_LARGE, Message: err.Error()}
-	}
-	t := time.NewTimer(crashSettle)
-	defer t.Stop()
-	select {
-	case <-h.Proc.Done():
-		down()
-		st := h.Proc.Status()
-		return &apb.Failure{Code: apb.Failure_CODE_WORKER_CRASHED, Message: st.String(),
-			ExitCode: int32(st.Code), Signal: int32(st.Signal), StderrTail: h.FinalStderrTail(),
-			OomKnown: st.OOM.Known, OomKilled: st.OOM.Killed, OomDetail: st.OOM.Detail}
-	case <-t.C:
-		return &apb.Failure{Code: apb.Failure_CODE_TRANSPORT, Message: err.Error()}
-	}
-}
-
-func (w *workerActor) onCallDone(m *callDone) {
-	delete(w.inflight, m.id)
 }
 
 func (w *workerActor) onExit(ctx actor.Context, m *processExited) {
@@ -428,10 +269,7 @@ func (w *workerActor) release(end func(*pyworker.Handle)) {
 		close(w.jobs) // runners finish the calls they hold, then exit
 		w.jobs = nil
 	}
-	if w.healthDone != nil {
-		close(w.healthDone)
-		w.healthDone = nil
-	}
+	w.wd.stop()
 	if h := w.h; h != nil {
 		w.h = nil
 		go end(h)

@@ -65,7 +65,7 @@ var Sources = []Source{
 	{Path: "supervision/policy.go", Types: []string{"Policy"}, Titles: map[string]string{"Policy": "RestartPolicy"}},
 	{Path: "supervision/recycle.go", Types: []string{"RecyclePolicy"}},
 	{Path: "supervision/watchdog.go", Types: []string{"WatchdogPolicy"}},
-	{Path: "actors/session.go", Types: []string{"SessionPolicy"}},
+	{Path: "actors/settings.go", Types: []string{"SessionPolicy"}},
 }
 
 // Reference renders every table of Sources, reading the files under root.
