@@ -47,10 +47,11 @@ run at its first call and at its end (``snakepit.sessions``).
 Importing this package does not import grpc. The worker is
 ``python -m snakepit.worker`` (``snakepit.worker``); its default transport,
 ``snakepit.native_server`` (frames of ``snakepit.wire``), needs only the
-standard library; the gRPC one is ``snakepit.server``.
+standard library; the gRPC one is ``snakepit.grpc_server``. What both
+servers share is ``snakepit.core``.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, List
 
 from snakepit.adapter import Adapter, ThreadSafeAdapter
 from snakepit.callbacks import CallbackError, acall, call
@@ -90,7 +91,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'snakepit' has no attribute {name!r}")
 
 
-def __dir__() -> list:
+def __dir__() -> List[str]:
     return sorted(set(globals()) | _THREADSAFE_NAMES)
 
 

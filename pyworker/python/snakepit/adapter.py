@@ -18,7 +18,7 @@ import inspect
 import logging
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Tuple, cast
 
 from snakepit.decorator import ToolOptions, tool_options
 from snakepit.introspect import format_signature, safe_signature
@@ -231,7 +231,7 @@ def collect_tools(
         if key in seen:  # the same function under two attribute names
             continue
         seen[key] = attr_name
-        name = options.name or getattr(func, "__name__", attr_name)
+        name: str = options.name if options.name else getattr(func, "__name__", attr_name)
         if name in tools:
             raise AdapterError(
                 f"duplicate tool name {name!r} in {owner}: "
@@ -314,7 +314,7 @@ def adapter_hook(loaded: LoadedAdapter, name: str) -> Optional[Callable[..., Any
         return None
     if not callable(hook):
         raise AdapterError(f"{where}: {name} must be a function, got {type(hook).__name__}")
-    return hook
+    return cast(Callable[..., Any], hook)
 
 
 async def close_adapter(loaded: LoadedAdapter) -> None:

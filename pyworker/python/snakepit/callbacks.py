@@ -45,7 +45,7 @@ import asyncio
 import json
 import threading
 import time
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Protocol, Tuple
 
 from snakepit import wire
 from snakepit.cancellation import _CURRENT, CallContext, Cancelled
@@ -85,6 +85,18 @@ class CallbackError(Exception):
 
     def __reduce__(self) -> Any:
         return (type(self), (self.kind, self.message, self.name))
+
+
+class CallbackChannel(Protocol):
+    """What a transport puts in ``CallContext.callbacks``: sends a callback
+    of the call ``ctx`` and waits for its answer (decoded JSON or bytes),
+    raising CallbackError or snakepit.Cancelled."""
+
+    def call(self, ctx: CallContext, name: str, args_json: bytes,
+             binary: Dict[str, bytes]) -> Any: ...
+
+    async def acall(self, ctx: CallContext, name: str, args_json: bytes,
+                    binary: Dict[str, bytes]) -> Any: ...
 
 
 # ---------------------------------------------------------------- public API
@@ -143,7 +155,7 @@ def _calling_context(what: str) -> CallContext:
     return ctx
 
 
-def _channel(ctx: CallContext, name: str) -> Any:
+def _channel(ctx: CallContext, name: str) -> CallbackChannel:
     channel = ctx.callbacks
     if channel is None:
         raise CallbackError(

@@ -46,7 +46,12 @@ from __future__ import annotations
 import contextvars
 import threading
 import time
-from typing import Any, Callable, List, Optional
+from typing import TYPE_CHECKING, Callable, List, Optional
+
+if TYPE_CHECKING:
+    from snakepit.callbacks import CallbackChannel
+    from snakepit.sessions import Session
+    from snakepit.streams import StreamCredit
 
 __all__ = ["CallContext", "Cancelled", "checkpoint", "current_call"]
 
@@ -94,12 +99,12 @@ class CallContext:
         self.deadline_ns = deadline_ns
         self._cancelled = False
         #: The call's session (snakepit.sessions.Session), or None.
-        self.session: Any = None
+        self.session: Optional["Session"] = None
         #: Where snakepit.call / acall send this call's callbacks (the
         #: connection it came in on; snakepit.callbacks), or None.
-        self.callbacks: Any = None
+        self.callbacks: Optional["CallbackChannel"] = None
         #: A streaming call's credit (snakepit.streams.StreamCredit), or None.
-        self.credit: Any = None
+        self.credit: Optional["StreamCredit"] = None
         self._wakers: Optional[List[Callable[[], None]]] = None
 
     @property

@@ -242,14 +242,17 @@ class AsyncSerialGate:
         return self._busy
 
 
-def serial_gates(tools: Mapping[str, Tool]) -> Tuple[Dict[str, SerialGate[Any]], Dict[str, AsyncSerialGate]]:
+def serial_gates(
+    tools: Mapping[str, Tool], sync_on_loop: bool = False
+) -> Tuple[Dict[str, SerialGate[Any]], Dict[str, AsyncSerialGate]]:
     """``(sync gates, async gates)`` by tool name, for the tools marked
-    ``thread_safe=False``."""
+    ``thread_safe=False``. ``sync_on_loop``: a sync tool's calls wait for
+    their turn on the event loop too (an AsyncSerialGate, not a SerialGate)."""
     sync: Dict[str, SerialGate[Any]] = {}
     async_: Dict[str, AsyncSerialGate] = {}
     for name, tool in tools.items():
         if not tool.thread_safe:
-            if tool.is_async:
+            if tool.is_async or sync_on_loop:
                 async_[name] = AsyncSerialGate()
             else:
                 sync[name] = SerialGate()

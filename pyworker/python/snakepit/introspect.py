@@ -32,11 +32,9 @@ def safe_signature(func: Callable[..., Any]) -> Optional[inspect.Signature]:
     except Exception:  # NameError etc. from evaluating lazy annotations
         if sys.version_info >= (3, 14):
             try:
-                import annotationlib  # type: ignore[import-not-found]
+                import annotationlib
 
-                return inspect.signature(
-                    func, annotation_format=annotationlib.Format.STRING  # type: ignore[call-arg]
-                )
+                return inspect.signature(func, annotation_format=annotationlib.Format.STRING)
             except Exception:
                 return None
         return None

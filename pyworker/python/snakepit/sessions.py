@@ -82,7 +82,7 @@ class Session:
         self._open = False  # the start hook ran (or there is none)
         self._starting: Optional["concurrent.futures.Future[bool]"] = None
         self._running = 0  # calls accepted and not over
-        self._on_idle: List[Callable[["Session"], None]] = []
+        self._on_idle: List[Callable[[Optional["Session"]], None]] = []
 
     @property
     def open(self) -> bool:
@@ -101,7 +101,7 @@ def current_session() -> Optional[Session]:
 
 
 def _hook_name(hook: Callable[..., Any]) -> str:
-    return getattr(hook, "__qualname__", None) or getattr(hook, "__name__", repr(hook))
+    return str(getattr(hook, "__qualname__", None) or getattr(hook, "__name__", repr(hook)))
 
 
 class SessionRegistry:
@@ -160,29 +160,30 @@ class SessionRegistry:
             for callback in ready:
                 _fire(callback, session)
 
-    def _claim(self, session: Session) -> "Tuple[bool, Optional[concurrent.futures.Future[None]], bool]":
-        """``(open, starting, mine)``: the session is open (this call is
-        counted in), or its start is under way (``starting`` resolves when
-        it ends) and ``mine`` says whether this call must run the hook."""
+    def _claim(self, session: Session) -> "Optional[Tuple[concurrent.futures.Future[bool], bool]]":
+        """None when the session is open (this call is counted in); else
+        ``(starting, mine)``: its start is under way (``starting`` resolves
+        when it ends) and ``mine`` says whether this call must run the hook."""
         with self._lock:
             if session._open:
                 session.calls += 1
-                return True, None, False
+                return None
             waiting = session._starting
             if waiting is None:
                 waiting = session._starting = concurrent.futures.Future()
-                return False, waiting, True
-            return False, waiting, False
+                return waiting, True
+            return waiting, False
 
     def open_sync(self, call: CallContext) -> Optional[CallError]:
         """Start ``call.session`` if this is its first call here: run the
         start hook on this thread (an ``async`` hook through run_blocking).
         None when the session is open; else the call's TOOL_EXCEPTION."""
-        session: Session = call.session
+        session = _session_of(call)
         while True:
-            opened, waiting, mine = self._claim(session)
-            if opened:
+            claim = self._claim(session)
+            if claim is None:
                 return None
+            waiting, mine = claim
             if not mine:
                 waiting.result()  # another call runs the hook; then look again
                 continue
@@ -195,11 +196,12 @@ class SessionRegistry:
     async def open_async(self, call: CallContext) -> Optional[CallError]:
         """:meth:`open_sync` for a call running on the event loop (a sync
         hook runs on the loop's thread, an ``async`` one is awaited)."""
-        session: Session = call.session
+        session = _session_of(call)
         while True:
-            opened, waiting, mine = self._claim(session)
-            if opened:
+            claim = self._claim(session)
+            if claim is None:
                 return None
+            waiting, mine = claim
             if not mine:
                 await asyncio.wrap_future(waiting)
                 continue
@@ -317,6 +319,13 @@ class SessionRegistry:
         logger.warning("session %r: the end hook %s raised %s: %s",
                        session.id, name, type(exc).__name__, exc)
         return format_traceback(exc, skip_frames=1)
+
+
+def _session_of(call: CallContext) -> Session:
+    session = call.session
+    if session is None:
+        raise ValueError(f"{call!r} belongs to no session")
+    return session
 
 
 def _fire(callback: Callable[[Optional[Session]], None], session: Optional[Session]) -> None:

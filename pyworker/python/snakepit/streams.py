@@ -155,6 +155,13 @@ class StreamCredit:
             await event.wait()
 
 
+def _credit_of(call: CallContext) -> StreamCredit:
+    credit = call.credit
+    if credit is None:
+        raise ValueError(f"{call!r} is not a streaming call: it has no credit")
+    return credit
+
+
 def _stopped(tool: Tool, call: CallContext) -> CallError:
     """The final answer of a stream stopped because its call was cancelled."""
     if call.cancel_requested:
@@ -204,7 +211,7 @@ def run_sync_stream(
     or a plain tool's one result, sent as chunks within ``call.credit``.
     Returns the final Outcome (STREAM_END or a CallError). ``call``: what
     snakepit.current_call() returns meanwhile."""
-    credit: StreamCredit = call.credit
+    credit = _credit_of(call)
     token = _set_current(call)
     try:
         gen = None
@@ -295,7 +302,7 @@ async def run_async_stream(
     items, or an ``async def`` tool's one result, sent as chunks within
     ``call.credit`` (bound to this loop). Returns the final Outcome; only
     cancellation propagates, after the generator was closed in this task."""
-    credit: StreamCredit = call.credit
+    credit = _credit_of(call)
     token = _set_current(call)
     agen = None
     try:

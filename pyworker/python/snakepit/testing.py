@@ -52,7 +52,10 @@ class HammerReport:
 
 def _violations() -> int:
     module = sys.modules.get("snakepit.threadsafe")
-    return module.violation_count() if module is not None else 0
+    if module is None:
+        return 0
+    count: int = module.violation_count()
+    return count
 
 
 def _same(expected: Any, got: Any) -> bool:

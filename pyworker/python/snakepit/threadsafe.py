@@ -132,7 +132,7 @@ class FrozenMapping(SharedReadOnly, MappingType[K, V]):
     def __contains__(self, key: object) -> bool:
         return key in self._data
 
-    def get(self, key: K, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: K, default: Any = None) -> Any:
         return self._data.get(key, default)
 
     def __eq__(self, other: object) -> bool:
@@ -283,7 +283,7 @@ class _Freezer:
         # id -> (value, frozen): shared parts are frozen once; holding the
         # value keeps its id from being reused by another object meanwhile.
         self.memo: Dict[int, Tuple[Any, Any]] = {}
-        self.active: set = set()  # ids being frozen, to refuse cycles
+        self.active: set[int] = set()  # ids being frozen, to refuse cycles
 
     def freeze(self, value: Any, path: str) -> Any:
         if isinstance(value, self.immutable):

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import (
+    Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union, cast,
+)
 
 VERSION = 2
 HEADER = struct.Struct(">IBBHQ")
@@ -142,7 +144,7 @@ def pack_header(frame_type: int, stream: int, length: int, flags: int = 0) -> by
 
 def unpack_header(data: Union[bytes, bytearray, memoryview], offset: int = 0) -> Tuple[int, int, int, int, int]:
     """``(length, version, type, flags, stream)``, unvalidated."""
-    return HEADER.unpack_from(data, offset)
+    return cast(Tuple[int, int, int, int, int], HEADER.unpack_from(data, offset))
 
 
 def check_header(length: int, version: int, frame_type: int, flags: int, max_length: int) -> None:
@@ -270,7 +272,10 @@ class FrameReader:
 
 
 _DECODER = json.JSONDecoder()
-_scan_once = _DECODER.scan_once
+#: ``(value, end)`` of the JSON value at an index; json.loads without its
+#: whitespace handling. JSONDecoder.__init__ sets it; typeshed does not
+#: declare it.
+_scan_once: Callable[[str, int], Tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
 
 
 def dumps(value: Any) -> bytes:
@@ -533,7 +538,7 @@ def callback_body(
     meta: Dict[str, Any] = {
         "name": name,
         "parent": parent,
-        "bin": [[key, len(binary[key])] for key in names] if binary else [],  # type: ignore[index]
+        "bin": [[key, len(binary[key])] for key in names] if binary else [],
     }
     meta_bytes = dumps(meta)[:-1] + b',"args":' + (args_json or b"{}") + b"}"
     parts = [_U32.pack(len(meta_bytes)), meta_bytes]
@@ -574,7 +579,7 @@ def parse_credit(body: Union[bytes, bytearray, memoryview]) -> int:
     """The chunk count of a CREDIT body (a u32, at least 1). Raises WireError."""
     if len(body) != 4:
         raise WireError(f"CREDIT body of {len(body)} bytes; it must be a 4-byte count")
-    (n,) = _U32.unpack_from(body, 0)
+    n: int = _U32.unpack_from(body, 0)[0]
     if n < 1:
         raise WireError("CREDIT of 0 chunks; a CREDIT grants at least 1")
     return n

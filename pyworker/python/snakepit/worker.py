@@ -38,6 +38,7 @@ from typing import IO, Callable, Optional, Sequence, Tuple
 
 from snakepit import PROTOCOL_VERSION, gil
 from snakepit.adapter import LoadedAdapter, load_adapter
+from snakepit.config import PROFILES, max_message_bytes_from_env, profile_name
 from snakepit.handshake import (
     BOOT_ERROR_EXIT_CODE,
     PARENT_GONE_EXIT_CODE,
@@ -47,7 +48,6 @@ from snakepit.handshake import (
     ready_line,
 )
 from snakepit.logsetup import configure_logging
-from snakepit.service import PROFILES, profile_name
 
 # Named explicitly: under "python -m" __name__ is "__main__".
 logger = logging.getLogger("snakepit.worker")
@@ -311,7 +311,6 @@ def _serve_native(
 ) -> Tuple[int, int]:
     """Run the native server until shutdown. Returns (exit code, calls still running)."""
     from snakepit.native_server import NativeServer
-    from snakepit.service import max_message_bytes_from_env
 
     try:
         server = NativeServer(
@@ -340,10 +339,10 @@ async def _serve_grpc(
 ) -> Tuple[int, int]:
     """Run the gRPC server until shutdown. Returns (exit code, calls still running)."""
     with gil.phase("gRPC transport import"):
-        from snakepit.server import WorkerServer, max_message_bytes_from_env  # imports grpc
+        from snakepit.grpc_server import GrpcServer  # imports grpc
 
     try:
-        server = WorkerServer(
+        server = GrpcServer(
             adapter,
             token,
             capacity=options.capacity,

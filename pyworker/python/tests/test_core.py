@@ -1,4 +1,5 @@
-"""snakepit.service: what both servers share (no sockets, no grpc)."""
+"""snakepit.core and what it draws on (snakepit.accounting, snakepit.config,
+snakepit.payloads): what both servers share (no sockets, no grpc)."""
 
 from __future__ import annotations
 
@@ -11,18 +12,11 @@ import time
 
 import pytest
 
+from snakepit.accounting import Counters, ShutdownState
 from snakepit.adapter import load_adapter
-from snakepit.service import (
-    DEFAULT_MAX_MESSAGE_BYTES,
-    Counters,
-    ShutdownState,
-    describe_payload,
-    health_payload,
-    max_message_bytes_from_env,
-    profile_name,
-    stats_payload,
-    token_matches,
-)
+from snakepit.config import DEFAULT_MAX_MESSAGE_BYTES, max_message_bytes_from_env, profile_name
+from snakepit.core import token_matches
+from snakepit.payloads import describe_payload, health_payload, stats_payload
 
 
 def test_counters() -> None:
