@@ -4,7 +4,7 @@ SHELL := /bin/bash
 GO    ?= go
 PY     = $(shell scripts/find-python.sh grpc google.protobuf pytest)
 
-.PHONY: all setup demo test test-go test-python bench proto vet clean
+.PHONY: all setup demo test test-go test-python lint vet bench proto clean
 
 all: test
 
@@ -14,7 +14,14 @@ setup:
 demo: setup
 	$(GO) run ./cmd/demo
 
-test: setup vet test-go test-python
+test: setup lint test-go test-python
+
+# Linters, all in make test (and so in CI): go vet, staticcheck (pinned by
+# scripts/setup.sh; checks in staticcheck.conf) and mypy, strict, on the
+# Python package, which ships py.typed (settings in its pyproject.toml).
+lint: vet
+	.tools/bin/staticcheck ./...
+	cd pyworker/python && $$(../../scripts/find-python.sh mypy) -m mypy
 
 vet:
 	$(GO) vet ./...
