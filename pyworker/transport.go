@@ -64,8 +64,11 @@ func (e *RemoteError) Error() string {
 	return fmt.Sprintf("%s: %s", e.Info.GetKind(), e.Info.GetMessage())
 }
 
-// Transport is how the runtime talks to a worker process. gRPC is the first
-// implementation; a faster framed transport can be added behind the same seam.
+// Transport is how the runtime talks to a worker process. Two implement it:
+// Native (the default: length-prefixed frames on a Unix socket,
+// native_transport.go)
+// and GRPC (the Worker service of worker.proto, grpc_transport.go). A pool
+// picks one by name (PoolConfig.Transport, LookupTransport).
 type Transport interface {
 	// Name is the value of --transport passed to the Python worker.
 	Name() string

@@ -1,8 +1,13 @@
-// Command snakepit is the operator's tool for a snakepit installation: it
-// checks that Python workers can run here (doctor). Each subcommand lives in
-// its own file and is registered in newRootCmd.
+// Command snakepit is the operator's tool for a snakepit installation:
 //
-// Run it from the repository root: go run ./cmd/snakepit doctor --help.
+//   - doctor: checks that Python workers can run here (doctor.go);
+//   - inspect: shows a running runtime's pools, workers and saturation,
+//     read from its admin endpoint (inspect.go);
+//   - diagnose scaling: compares the process and the thread profile of an
+//     adapter at rising concurrency (diagnose.go).
+//
+// Each subcommand lives in its own file and is registered in newRootCmd.
+// Run it from the repository root: go run ./cmd/snakepit --help.
 package main
 
 import (
