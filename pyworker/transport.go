@@ -65,10 +65,10 @@ func (e *RemoteError) Error() string {
 }
 
 // Transport is how the runtime talks to a worker process. Two implement it:
-// Native (the default: length-prefixed frames on a Unix socket,
-// native_transport.go)
-// and GRPC (the Worker service of worker.proto, grpc_transport.go). A pool
-// picks one by name (PoolConfig.Transport, LookupTransport).
+// Native, the default (length-prefixed frames on a Unix socket;
+// native_transport.go), and GRPC (the Worker service of worker.proto;
+// grpc_transport.go). A pool picks one by name (PoolConfig.Transport,
+// LookupTransport).
 type Transport interface {
 	// Name is the value of --transport passed to the Python worker.
 	Name() string
