@@ -255,7 +255,10 @@ def test_stack_file_native(spawn_native: Callable[..., WorkerProcess], tmp_path:
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     with worker.connect() as c:
         c.start("stuck_in_sleep_for_dump", {"seconds": 60})
-        wait_for(lambda: native_running(worker) == 1)
+        # Asked on this connection, not a new one: a connection's reader
+        # thread ending while faulthandler walks every thread's frames can
+        # cut the dump short (it reads them without the GIL).
+        wait_for(lambda: c.request("stats")["max_in_flight"] == 1)
         text = _dump_and_find(worker, path, "in stuck_in_sleep_for_dump", 1)
         assert text.count("Thread 0x") > 2  # every thread, not only the main one
         # A second signal appends a second dump; the worker still serves.
